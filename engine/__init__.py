@@ -1,0 +1,1 @@
+"""Synthesis: engines, admission control, voices and text segmentation. Never imports `app`."""

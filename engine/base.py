@@ -1,0 +1,123 @@
+"""The engine contract: a synthesis request in, an async stream of float32 24 kHz audio chunks out.
+
+Every engine (embedded, Qwen3, or one in another process) implements `Engine`. The gateway never
+needs more than this: `start`, `close`, `status`, `voices`, `synthesize`.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+SAMPLE_RATE = 24_000
+
+
+class Priority(enum.IntEnum):
+    """Lower runs first: interactive requests overtake bulk jobs in the admission queue."""
+
+    INTERACTIVE = 0
+    BULK = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """Optional generation knobs; engines ignore the ones they have no use for."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    max_new_tokens: int | None = None
+    do_sample: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Voice:
+    """A voice an engine can speak with.
+
+    kind: `builtin` (an embedded engine's own voice), `speaker` (a Qwen3 CustomVoice speaker),
+    `design` (a VoiceDesign description), `clone` (reference audio + transcript, or x-vector only).
+    """
+
+    id: str
+    name: str
+    kind: str
+    engine: str
+    language: str = "auto"
+    aliases: tuple[str, ...] = ()
+    description: str | None = None  # design: the voice description (Qwen `instruct`)
+    speaker: str | None = None  # speaker: the CustomVoice speaker name
+    ref_audio: str | None = None  # clone: path of the cleaned 24 kHz reference clip
+    ref_text: str | None = None  # clone: exact transcript of the reference clip
+    x_vector_only: bool = False
+    created_at: int = 0
+    source: str = "builtin"  # builtin | shipped | uploaded | designed
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthesisRequest:
+    """One utterance to synthesize. `voice` is already resolved by the voice registry."""
+
+    text: str
+    voice: Voice
+    language: str = "auto"
+    instructions: str | None = None
+    seed: int | None = None
+    priority: Priority = Priority.INTERACTIVE
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    deadline: float | None = None  # time.monotonic() by which synthesis must end
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Mono float32 samples in [-1, 1] at `sample_rate`; never empty."""
+
+    samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineStatus:
+    """What `/readyz` reports for one engine."""
+
+    name: str
+    ready: bool
+    reason: str = ""
+    loaded: tuple[str, ...] = ()
+    details: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the gateway needs of a synthesis engine.
+
+    `synthesize` returns an async iterator; closing it early (client gone, cancel, deadline) must stop
+    the engine's work at its next step and release whatever it holds.
+    """
+
+    name: str
+    sample_rate: int
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def status(self) -> EngineStatus: ...
+
+    def voices(self) -> list[Voice]: ...
+
+    def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]: ...

@@ -1,0 +1,214 @@
+"""StepWorker: one thread that owns one model instance and advances every stream on it step by step.
+
+Model calls never run on the event loop, and never two at once on one instance (qwen_tts keeps
+per-call state on the model object). Streams on one worker interleave at step granularity (a frame
+for Qwen3, a sentence for the embedded engine), interactive before bulk, so a new request gets its
+first audio without waiting for an older one to finish. Cancellation and deadlines are checked
+before every step: a closed stream costs at most the step already running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .base import Priority
+from .errors import DeadlineExceeded, EngineFailure, SpeechError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_END = object()
+
+StepFactory = Callable[[], Iterator["T | None"]]
+"""Called on the worker thread; returns a generator that yields an item or None once per step."""
+
+
+@dataclass
+class WorkerStats:
+    """Counters a test or `/metrics` can read; only the worker thread writes them."""
+
+    steps: int = 0
+    started: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    deadline_exceeded: int = 0
+    step_seconds: float = 0.0
+
+
+@dataclass(eq=False)
+class _Stream(Generic[T]):
+    factory: Callable[[], Iterator[T | None]]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    priority: int
+    deadline: float | None
+    seq: int
+    request_id: str
+    gen: Iterator[T | None] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    steps: int = 0
+
+    def put(self, item: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+
+class StepWorker:
+    """A single thread stepping the streams submitted to it."""
+
+    def __init__(self, name: str, setup: Callable[[], None] | None = None):
+        self.name = name
+        self.stats = WorkerStats()
+        self._setup = setup
+        self._cv = threading.Condition()
+        self._ready: dict[int, deque[_Stream]] = {}
+        self._seq = itertools.count()
+        self._running = True
+        self._active = 0
+        self._thread = threading.Thread(target=self._run, name=f"step-worker-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def load(self) -> int:
+        """Streams submitted and not yet finished (for picking the least busy worker)."""
+        return self._active
+
+    def call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run one function on this worker's thread (model loading, prompt computation)."""
+
+        def once() -> Iterator[T]:
+            yield fn()
+
+        return asyncio.ensure_future(_first(self.stream(once, priority=Priority.INTERACTIVE)))
+
+    def stream(
+        self,
+        factory: Callable[[], Iterator[T | None]],
+        *,
+        priority: int = Priority.INTERACTIVE,
+        deadline: float | None = None,
+        request_id: str = "",
+    ) -> AsyncIterator[T]:
+        """Submit a stream; iterate the result to receive its items. Closing the iterator cancels it."""
+        loop = asyncio.get_running_loop()
+        s = _Stream(factory, loop, asyncio.Queue(), int(priority), deadline, next(self._seq), request_id)
+        with self._cv:
+            if not self._running:
+                raise EngineFailure(f"worker {self.name} is stopped")
+            self._active += 1
+            self._ready.setdefault(s.priority, deque()).append(s)
+            self._cv.notify()
+        return self._consume(s)
+
+    async def _consume(self, s: _Stream[T]) -> AsyncIterator[T]:
+        try:
+            while True:
+                item = await s.queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            # Reached on normal end too; cancelling a finished stream is a no-op.
+            s.cancelled.set()
+            with self._cv:
+                self._cv.notify()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cv:
+            self._running = False
+            self._cv.notify_all()
+        self._thread.join(timeout)
+
+    # -- worker thread ---------------------------------------------------------------------
+    def _next_stream(self) -> _Stream | None:
+        with self._cv:
+            while self._running:
+                for prio in sorted(self._ready):
+                    if self._ready[prio]:
+                        return self._ready[prio].popleft()
+                self._cv.wait()
+            return None
+
+    def _requeue(self, s: _Stream) -> None:
+        with self._cv:
+            self._ready[s.priority].append(s)
+
+    def _finish(self, s: _Stream, outcome: object) -> None:
+        if s.gen is not None:
+            try:
+                s.gen.close()  # runs the generator's cleanup on the thread that owns the model
+            except Exception:  # noqa: BLE001 - cleanup must not kill the worker
+                log.exception("worker %s: closing stream %s failed", self.name, s.request_id)
+        with self._cv:
+            self._active -= 1
+        s.put(outcome)
+
+    def _run(self) -> None:
+        if self._setup is not None:
+            self._setup()
+        while True:
+            s = self._next_stream()
+            if s is None:
+                break
+            if s.cancelled.is_set():
+                self.stats.cancelled += 1
+                self._finish(s, _END)
+                continue
+            if s.deadline is not None and time.monotonic() > s.deadline:
+                self.stats.deadline_exceeded += 1
+                self._finish(s, DeadlineExceeded(f"synthesis passed its deadline after {s.steps} steps"))
+                continue
+            t0 = time.perf_counter()
+            try:
+                if s.gen is None:
+                    self.stats.started += 1
+                    s.gen = s.factory()
+                item = next(s.gen)
+            except StopIteration:
+                self.stats.finished += 1
+                self._finish(s, _END)
+                continue
+            except SpeechError as e:
+                self.stats.failed += 1
+                self._finish(s, e)
+                continue
+            except Exception as e:  # noqa: BLE001 - a broken request must not take the worker down
+                log.exception("worker %s: stream %s failed", self.name, s.request_id)
+                self.stats.failed += 1
+                self._finish(s, EngineFailure(f"synthesis failed: {type(e).__name__}: {e}"))
+                continue
+            finally:
+                self.stats.step_seconds += time.perf_counter() - t0
+            self.stats.steps += 1
+            s.steps += 1
+            if item is not None:
+                s.put(item)
+            self._requeue(s)
+        # Shutting down: fail whatever is still waiting so no consumer hangs.
+        with self._cv:
+            left = [s for q in self._ready.values() for s in q]
+            self._ready.clear()
+        for s in left:
+            self._finish(s, EngineFailure(f"worker {self.name} stopped"))
+
+
+async def _first(it: AsyncIterator[T]) -> T:
+    try:
+        async for item in it:
+            return item
+        raise EngineFailure("worker call returned nothing")
+    finally:
+        await it.aclose()  # type: ignore[attr-defined]
