@@ -1,0 +1,278 @@
+"""Voices on disk: one folder per voice, a `voice.json` manifest and, for clones, a reference clip.
+
+    <voices_dir>/<id>/voice.json       manifest (see `VoiceManifest`)
+    <voices_dir>/<id>/reference.wav    clones only: 24 kHz mono 16-bit PCM, the exact `ref_text` spoken
+
+`VoiceStore(dirs)` reads every listed folder (the shipped `voices/` first, then the user's), skips
+hidden folders (`.prompt-cache`, `.tmp-*`) and ignores incomplete or corrupt voices with one log line
+each, so one bad upload never hides the others. A later folder overrides an earlier voice with the
+same id, so a user can replace a shipped voice without touching the install.
+
+`save_voice` writes a voice the way a crash cannot half-write it: everything goes to a temporary
+folder next to the target, is fsynced, and is renamed into place in one step.
+
+This module needs only the standard library and numpy (no torch, no soundfile), so the gateway can
+list voices without the Qwen extras installed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import wave
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from .base import SAMPLE_RATE, Voice
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "voice.json"
+REFERENCE = "reference.wav"
+SHIPPED_VOICES_DIR = Path(__file__).resolve().parent.parent / "voices"
+"""The voices that ship with the gateway (`voices/` at the repository root)."""
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class VoiceManifest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=False):
+    """The contents of `voice.json`. Unknown keys are tolerated so newer manifests still load."""
+
+    id: str
+    name: str
+    kind: Literal["clone", "speaker", "design"]
+    language: str = "auto"
+    aliases: list[str] = msgspec.field(default_factory=list)
+    ref_text: str | None = None  # clone: exact transcript of reference.wav (ICL mode needs it)
+    x_vector_only: bool = False  # clone: use only the speaker embedding, ignore ref_text
+    description: str | None = None  # design: the voice description given to VoiceDesign
+    speaker: str | None = None  # speaker: the CustomVoice speaker name
+    created_at: int = 0
+    source: str = "uploaded"  # shipped | uploaded | designed
+
+    def problem(self) -> str | None:
+        """Why this manifest cannot describe a usable voice, or None if it can."""
+        if not _ID.match(self.id):
+            return f"id {self.id!r} must be 1-64 of [a-z0-9_-], starting with a letter or digit"
+        if self.kind == "clone" and not self.x_vector_only and not (self.ref_text or "").strip():
+            return "a clone voice needs ref_text unless x_vector_only is set"
+        if self.kind == "design" and not (self.description or "").strip():
+            return "a design voice needs a description"
+        if self.kind == "speaker" and not (self.speaker or "").strip():
+            return "a speaker voice needs a speaker name"
+        return None
+
+
+def manifest_to_voice(manifest: VoiceManifest, folder: Path, engine: str = "qwen") -> Voice:
+    """The engine-facing `Voice` for a manifest stored in `folder`."""
+    return Voice(
+        id=manifest.id,
+        name=manifest.name,
+        kind=manifest.kind,
+        engine=engine,
+        language=manifest.language,
+        aliases=tuple(manifest.aliases),
+        description=manifest.description,
+        speaker=manifest.speaker,
+        ref_audio=str(folder / REFERENCE) if manifest.kind == "clone" else None,
+        ref_text=manifest.ref_text,
+        x_vector_only=manifest.x_vector_only,
+        created_at=manifest.created_at,
+        source=manifest.source,
+    )
+
+
+# -- reference audio ------------------------------------------------------------------------------
+def encode_wav(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Mono float32 in [-1, 1] → 16-bit PCM WAV bytes (values beyond ±1 are clipped)."""
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono audio, got shape {samples.shape}")
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """PCM WAV bytes (8/16/24/32-bit, any channel count) → (float32 mono array, sample rate).
+
+    Channels are averaged after scaling to [-1, 1], so a stereo file never clips or doubles.
+    Raises ValueError for anything that is not a readable, non-empty PCM WAV.
+    """
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            raw = w.readframes(n)
+    except (wave.Error, EOFError) as e:
+        raise ValueError(f"not a PCM WAV file: {e}") from e
+    if width == 1:
+        x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 2:
+        x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    elif width == 3:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / float(1 << 23)
+    elif width == 4:
+        x = np.frombuffer(raw, dtype="<i4").astype(np.float32) / float(1 << 31)
+    else:
+        raise ValueError(f"unsupported sample width {width} bytes")
+    if channels > 1:
+        x = x[: len(x) - len(x) % channels].reshape(-1, channels).mean(axis=1)
+    if x.size == 0:
+        raise ValueError("WAV file has no samples")
+    return np.ascontiguousarray(x, dtype=np.float32), int(rate)
+
+
+def read_reference(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """A clone voice's reference clip as (float32 mono array, sample rate)."""
+    return decode_wav(Path(path).read_bytes())
+
+
+# -- reading --------------------------------------------------------------------------------------
+def load_voice_folder(folder: Path, engine: str = "qwen") -> Voice:
+    """Read and validate one voice folder; raises ValueError saying what is wrong with it."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(f"no {MANIFEST}")
+    try:
+        manifest = msgspec.json.decode(manifest_path.read_bytes(), type=VoiceManifest)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise ValueError(f"bad {MANIFEST}: {e}") from e
+    if manifest.id != folder.name:
+        raise ValueError(f"manifest id {manifest.id!r} does not match its folder name")
+    if problem := manifest.problem():
+        raise ValueError(problem)
+    if manifest.kind == "clone":
+        # Decoding the header catches truncated and non-WAV files now, not at the first request.
+        reference = folder / REFERENCE
+        if not reference.is_file():
+            raise ValueError(f"no {REFERENCE}")
+        decode_wav(reference.read_bytes())
+    return manifest_to_voice(manifest, folder, engine)
+
+
+class VoiceStore:
+    """The voices found in a list of folders; rescans a folder only when its mtime changes.
+
+    Adding, replacing or removing a voice folder (the rename `save_voice` does) changes the parent
+    folder's mtime, so `voices()` stays current without a rescan on every call.
+    """
+
+    def __init__(self, dirs: Iterable[str | os.PathLike[str]], *, engine: str = "qwen"):
+        self.dirs = [Path(d) for d in dirs]
+        self.engine = engine
+        self._seen: dict[Path, tuple[int, list[Voice]]] = {}
+
+    def voices(self) -> list[Voice]:
+        """All valid voices, later folders overriding earlier ones by id, sorted by id."""
+        by_id: dict[str, Voice] = {}
+        for d in self.dirs:
+            for v in self._scan(d):
+                if v.id in by_id:
+                    log.info("voice %r in %s overrides the one in an earlier voices folder", v.id, d)
+                by_id[v.id] = v
+        return sorted(by_id.values(), key=lambda v: v.id)
+
+    def get(self, voice_id: str) -> Voice | None:
+        return next((v for v in self.voices() if v.id == voice_id), None)
+
+    def _scan(self, d: Path) -> list[Voice]:
+        try:
+            mtime = d.stat().st_mtime_ns
+        except FileNotFoundError:
+            return []
+        cached = self._seen.get(d)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        found: list[Voice] = []
+        for folder in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                found.append(load_voice_folder(folder, self.engine))
+            except (ValueError, OSError) as e:
+                log.warning("ignoring voice folder %s: %s", folder, e)
+        self._seen[d] = (mtime, found)
+        return found
+
+
+# -- writing --------------------------------------------------------------------------------------
+def save_voice(
+    voices_dir: str | os.PathLike[str],
+    manifest: VoiceManifest,
+    audio: np.ndarray | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    replace: bool = False,
+) -> Path:
+    """Write a voice folder atomically and return its path.
+
+    Writes `voice.json` (and `reference.wav` from float32 mono `audio` for clones) into a temporary
+    folder inside `voices_dir`, fsyncs the files and the folder, then renames it to `<id>`: readers
+    see either no voice or the whole voice. An existing voice is replaced only when `replace` is set
+    (its old folder is moved aside first, then removed).
+    """
+    if problem := manifest.problem():
+        raise ValueError(problem)
+    if manifest.kind == "clone" and audio is None:
+        raise ValueError("a clone voice needs its reference audio")
+    root = Path(voices_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / manifest.id
+    if target.exists() and not replace:
+        raise FileExistsError(f"voice {manifest.id!r} already exists in {root}")
+    if not manifest.created_at:
+        manifest = msgspec.structs.replace(manifest, created_at=int(time.time()))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{manifest.id}-", dir=root))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a voice folder is as readable as its parent
+        _write_synced(tmp / MANIFEST, msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")
+        if manifest.kind == "clone" and audio is not None:
+            _write_synced(tmp / REFERENCE, encode_wav(audio, sample_rate))
+        _fsync_dir(tmp)
+        old = None
+        if target.exists():
+            old = root / f".old-{manifest.id}-{os.getpid()}-{time.monotonic_ns()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable: the directory entry itself must reach the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def shipped_and_user_dirs(user_dir: str | os.PathLike[str] | None) -> Sequence[Path]:
+    """The usual voices search path: the shipped voices, then the user's (which wins on clashes)."""
+    return [SHIPPED_VOICES_DIR] + ([Path(user_dir)] if user_dir else [])
