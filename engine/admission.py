@@ -82,7 +82,7 @@ class AdmissionQueue:
         heapq.heappush(self._waiters, waiter)
         try:
             await asyncio.wait_for(asyncio.shield(waiter.future), self.queue_timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+        except (TimeoutError, asyncio.CancelledError) as e:
             if waiter.future.done() and not waiter.future.cancelled():
                 # Granted at the same moment we gave up: hand the slot on.
                 self._release(None)

@@ -87,8 +87,8 @@ class StepWorker:
     def call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run one function on this worker's thread (model loading, prompt computation)."""
 
-        def once() -> Iterator[T]:
-            yield fn()
+        def once() -> Iterator[tuple[T]]:
+            yield (fn(),)  # boxed: a bare None would read as "no item this step"
 
         return asyncio.ensure_future(_first(self.stream(once, priority=Priority.INTERACTIVE)))
 
@@ -205,9 +205,9 @@ class StepWorker:
             self._finish(s, EngineFailure(f"worker {self.name} stopped"))
 
 
-async def _first(it: AsyncIterator[T]) -> T:
+async def _first(it: AsyncIterator[tuple[T]]) -> T:
     try:
-        async for item in it:
+        async for (item,) in it:
             return item
         raise EngineFailure("worker call returned nothing")
     finally:

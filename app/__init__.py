@@ -1,0 +1,1 @@
+"""The edge: HTTP and WebSocket routes, wire protocol, encoding, auth, errors, settings and CLI."""

@@ -1,0 +1,60 @@
+"""create_app: settings → engines → speech service → Litestar app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+
+from engine.service import SpeechService
+
+from .auth import require_api_key
+from .engines import build_engines
+from .errors import handle_exception
+from .request_id import request_id_middleware
+from .routes.ops import healthz, list_models, readyz
+from .routes.speech import create_speech
+from .routes.voices import list_voices
+from .settings import Settings, load_settings
+
+log = logging.getLogger("app")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        service = SpeechService(
+            build_engines(settings),
+            max_concurrent=settings.max_concurrent,
+            max_queue=settings.max_queue,
+            queue_timeout=settings.queue_timeout,
+            request_timeout=settings.request_timeout,
+        )
+        await service.start()
+        app.state.service = service
+        log.info("engines: %s", ", ".join(f"{s.name} ready={s.ready} {s.reason}" for s in service.status()))
+        try:
+            yield
+        finally:
+            await service.close()
+
+    v1 = Router("/", route_handlers=[create_speech, list_models, list_voices], guards=[require_api_key])
+    app = Litestar(
+        route_handlers=[v1, healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers={Exception: handle_exception},
+        middleware=[request_id_middleware],
+        cors_config=CORSConfig(allow_origins=["*"], expose_headers=["x-request-id", "retry-after"]),
+        openapi_config=OpenAPIConfig(title="Qwen Speech Gateway", version="0.1.0"),
+        debug=False,
+    )
+    app.state.settings = settings
+    app.state.api_keys = settings.all_api_keys()
+    return app

@@ -1,0 +1,32 @@
+"""POST /v1/audio/speech: validate, admit, stream."""
+
+from __future__ import annotations
+
+from litestar import Request, post
+from litestar.response import Stream
+
+from app.encoding import CONTENT_TYPES
+from app.protocol import ErrorResponse, SpeechRequest
+from app.request_id import request_id_of
+from app.speech_serving import audio_body, sse_body, to_params
+from engine.service import SpeechService
+
+
+@post(
+    "/v1/audio/speech",
+    status_code=200,
+    summary="Create speech",
+    description="OpenAI-compatible text to speech, streamed with chunked transfer while synthesis runs.",
+    responses={400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse},
+    media_type="audio/mpeg",
+)
+async def create_speech(request: Request, data: SpeechRequest) -> Stream:
+    service: SpeechService = request.app.state.service
+    params = to_params(data, request_id_of(request.scope), set(service.engines))
+    stream = await service.open(params)
+    headers = {"X-Voice": stream.voice.id, "Cache-Control": "no-cache"}
+    if data.stream_format == "sse":
+        return Stream(sse_body(stream, data.response_format, data.speed), media_type="text/event-stream",
+                      headers=headers)
+    return Stream(audio_body(stream, data.response_format, data.speed),
+                  media_type=CONTENT_TYPES[data.response_format], headers=headers)

@@ -1,0 +1,118 @@
+"""Settings: one frozen struct, filled from defaults < environment < command-line flags.
+
+`OPTIONS` is the single table of every setting: the CLI builds its flags from it and the README's
+configuration table documents it. Nothing else in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "SPEECH_GATEWAY_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    engine: str = "embedded"  # the primary engine: embedded | qwen
+    voices_dir: str = "./data/voices"
+    max_concurrent: int = 4
+    max_queue: int = 32
+    queue_timeout: float = 30.0
+    request_timeout: float = 300.0
+    api_keys: tuple[str, ...] = ()
+    api_key_file: str | None = None
+    log_level: str = "info"
+    embedded_instances: int = 1
+    max_segment_chars: int = 300
+    # Qwen3 engine
+    qwen_base: str | None = None
+    qwen_custom_voice: str | None = None
+    qwen_voice_design: str | None = None
+    device: str = "cpu"
+    dtype: str | None = None
+    attn: str | None = None
+    allow_download: bool = False
+    qwen_instances: int = 1
+    preload: bool = False
+    first_chunk_frames: int = 2
+    chunk_frames: int = 8
+    prompt_cache_size: int = 32
+
+    def all_api_keys(self) -> tuple[str, ...]:
+        """Keys from flags/env plus one per non-empty, non-comment line of `api_key_file`."""
+        keys = list(self.api_keys)
+        if self.api_key_file:
+            for line in Path(self.api_key_file).read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.append(line)
+        return tuple(k for k in keys if k)
+
+
+@dataclass(frozen=True)
+class Option:
+    field: str
+    flag: str
+    help: str
+    kind: type = str
+    repeat: bool = False
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.field.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "--host", "address to listen on"),
+    Option("port", "--port", "port to listen on", int),
+    Option("engine", "--engine", "primary engine: embedded (CPU, nothing to download) or qwen"),
+    Option("voices_dir", "--voices-dir", "folder of user voices (uploads, designed voices, prompt cache)"),
+    Option("max_concurrent", "--max-concurrent", "syntheses running at once per engine", int),
+    Option("max_queue", "--max-queue", "requests waiting per engine before 429", int),
+    Option("queue_timeout", "--queue-timeout", "seconds a request may wait in the queue before 429", float),
+    Option("request_timeout", "--request-timeout", "deadline in seconds for one synthesis", float),
+    Option("api_keys", "--api-key", "accepted Bearer key (repeat the flag; env: comma-separated)", str, True),
+    Option("api_key_file", "--api-key-file", "file with one accepted key per line"),
+    Option("log_level", "--log-level", "debug | info | warning | error"),
+    Option("embedded_instances", "--embedded-instances", "embedded engine model copies (threads)", int),
+    Option("max_segment_chars", "--max-segment-chars", "longest text segment synthesized in one go", int),
+    Option("qwen_base", "--qwen-base", "Qwen3-TTS Base checkpoint (folder or hub id): voice cloning"),
+    Option("qwen_custom_voice", "--qwen-custom-voice", "Qwen3-TTS CustomVoice checkpoint: 9 speakers + instructions"),
+    Option("qwen_voice_design", "--qwen-voice-design", "Qwen3-TTS VoiceDesign checkpoint: voices from descriptions"),
+    Option("device", "--device", "cpu or cuda:N"),
+    Option("dtype", "--dtype", "float32 | bfloat16 | float16 (default: bfloat16 on CUDA, float32 on CPU)"),
+    Option("attn", "--attn", "attention: flash_attention_2 | sdpa | eager (default: flash-attn if importable on CUDA)"),
+    Option("allow_download", "--allow-download", "let hub ids download weights (default: local cache only)", bool),
+    Option("qwen_instances", "--qwen-instances", "model instances (one worker each) per Qwen model kind", int),
+    Option("preload", "--preload", "load and warm up Qwen models at start instead of on first use", bool),
+    Option("first_chunk_frames", "--first-chunk-frames", "codec frames (80 ms each) in the first audio chunk", int),
+    Option("chunk_frames", "--chunk-frames", "codec frames in each later audio chunk", int),
+    Option("prompt_cache_size", "--prompt-cache-size", "voice-clone prompts kept in memory (LRU)", int),
+)
+
+
+def _parse(option: Option, raw: str) -> Any:
+    if option.kind is bool:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if option.repeat:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return option.kind(raw)
+
+
+def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Defaults, then `SPEECH_GATEWAY_*` environment variables, then `overrides` (CLI flags)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if option.env in environ:
+            values[option.field] = _parse(option, environ[option.env])
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if "api_keys" in values:
+        values["api_keys"] = tuple(values["api_keys"])
+    return msgspec.convert(values, Settings)

@@ -1,0 +1,127 @@
+"""The embedded engine: hibari-tts on the CPU, with the voice that ships inside its wheel.
+
+It makes the gateway speak on any machine with nothing downloaded. Only the bundled voice is used:
+hibari fetches its other voices from the network on first use, which must never happen here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import numpy as np
+
+from .base import SAMPLE_RATE, AudioChunk, EngineStatus, SynthesisRequest, Voice
+from .errors import InvalidRequest, Unavailable
+from .text import split_sentences
+from .worker import StepWorker
+
+BUNDLED_VOICE = "heart"
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
+)
+VOICE = Voice(
+    id="hibari-heart",
+    name="Heart (embedded)",
+    kind="builtin",
+    engine="embedded",
+    language="english",
+    # OpenAI names reach this voice only when no engine ahead of it in the registry claims them.
+    aliases=("heart", "hibari", "default", *OPENAI_VOICES),
+    description="American English, female; hibari-tts bundled voice (distilled from Kokoro af_heart)",
+)
+_LANGUAGES = {"auto", "english", "en", "en-us", "en-gb"}
+
+
+class EmbeddedEngine:
+    """hibari-tts behind StepWorkers: one sentence per step, `instances` independent model copies."""
+
+    name = "embedded"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, *, instances: int = 1, threads: int = 1, max_segment_chars: int = 300):
+        self.instances = instances
+        self.threads = threads
+        self.max_segment_chars = max_segment_chars
+        self._voice = VOICE
+        self._workers: list[StepWorker] = []
+        self._models: dict[int, Any] = {}
+        self._error = ""
+
+    async def start(self) -> None:
+        from hibari.voices import voice_path
+
+        try:
+            path = voice_path(BUNDLED_VOICE, download_missing=False)
+        except Exception as e:  # noqa: BLE001 - reported through status()
+            self._error = f"hibari bundled voice unavailable: {e}"
+            return
+        for i in range(self.instances):
+            worker = StepWorker(f"embedded-{i}")
+            self._workers.append(worker)
+            await worker.call(lambda i=i: self._load(i, path))
+
+    def _load(self, index: int, path: str) -> None:
+        from hibari import Hibari
+
+        tts = Hibari(model=path, threads=self.threads)
+        tts.phonemize("Warm up.")  # builds the G2P now, not in the first request
+        self._models[index] = tts
+
+    async def close(self) -> None:
+        workers, self._workers = self._workers, []
+        await asyncio.gather(*(asyncio.to_thread(w.close) for w in workers))
+
+    def status(self) -> EngineStatus:
+        ready = bool(self._workers) and len(self._models) == len(self._workers)
+        reason = "" if ready else (self._error or "loading")
+        return EngineStatus(
+            name=self.name,
+            ready=ready,
+            reason=reason,
+            loaded=("hibari-heart",) if ready else (),
+            details={"instances": self.instances, "threads": self.threads},
+        )
+
+    def voices(self) -> list[Voice]:
+        return [self._voice]
+
+    @property
+    def workers(self) -> list[StepWorker]:
+        return list(self._workers)
+
+    def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
+        if not self.status().ready:
+            raise Unavailable(f"embedded engine not ready: {self.status().reason}", retry_after=2)
+        if request.voice.engine != self.name:
+            raise InvalidRequest(f"voice {request.voice.id!r} is not an embedded-engine voice", param="voice")
+        if request.language.lower() not in _LANGUAGES:
+            raise InvalidRequest(
+                f"the embedded voice speaks English only, not {request.language!r}", param="language"
+            )
+        segments = split_sentences(request.text, self.max_segment_chars)
+        worker = min(self._workers, key=lambda w: w.load)
+        index = self._workers.index(worker)
+        seed = request.seed
+
+        def steps() -> Iterator[np.ndarray | None]:
+            tts = self._models[index]
+            rng = np.random.default_rng(seed)
+            for segment in segments:
+                # hibari may split a segment further; each piece is one step so cancel lands fast.
+                for phonemes in tts.phonemize(segment):
+                    audio = tts.from_ids(tts.ids(phonemes), 1.0, rng)
+                    yield np.asarray(audio, dtype=np.float32) if len(audio) else None
+
+        return _as_chunks(
+            worker.stream(steps, priority=request.priority, deadline=request.deadline, request_id=request.request_id)
+        )
+
+
+async def _as_chunks(frames: AsyncIterator[np.ndarray]) -> AsyncIterator[AudioChunk]:
+    try:
+        async for samples in frames:
+            yield AudioChunk(samples)
+    finally:
+        await frames.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,145 @@
+"""Text segmentation: whole texts into sentence-sized segments, and text streamed in piece by piece.
+
+Segments bound how much one engine call generates (runaway guard, memory) and let the first audio
+leave after the first sentence instead of after the whole text. Splitting never loses or repeats a
+character that matters: joining the segments with single spaces gives the input with runs of
+whitespace collapsed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+# Sentence end: . ! ? … and CJK full stops, optionally followed by closing quotes/brackets, then
+# whitespace (or directly, for CJK punctuation, which needs no space).
+_SENTENCE_END = re.compile(r"""(?:[.!?…]+["'”’)\]]*(?=\s)|[。！？]+["'”’)\]」』]*)""")
+_CLAUSE_END = re.compile(r"""(?:[,;:—–]["'”’)\]]*(?=\s)|[，；：、]+)""")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e no fig mt inc ltd co jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
+
+
+def _is_abbreviation(text: str, end: int) -> bool:
+    """A period after a title, an initial or a decimal point does not end a sentence."""
+    if text[end - 1] != ".":
+        return False
+    start = end - 1
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    word = text[start : end - 1].lstrip("(\"'“‘").lower()
+    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
+
+
+def _cut_points(text: str, pattern: re.Pattern[str]) -> list[int]:
+    return [m.end() for m in pattern.finditer(text) if pattern is not _SENTENCE_END or not _is_abbreviation(text, m.end())]
+
+
+def _split_long(piece: str, max_chars: int) -> list[str]:
+    """A sentence longer than max_chars: split at clause punctuation, then at spaces, then hard."""
+    out: list[str] = []
+    while len(piece) > max_chars:
+        window = piece[: max_chars + 1]
+        cuts = [c for c in _cut_points(window, _CLAUSE_END) if c >= max_chars // 3]
+        if not cuts:
+            spaces = [m.start() for m in re.finditer(r"\s", window) if m.start() >= max_chars // 3]
+            cuts = spaces[-1:] or [max_chars]
+        cut = cuts[-1]
+        out.append(piece[:cut].strip())
+        piece = piece[cut:].strip()
+    if piece:
+        out.append(piece)
+    return out
+
+
+def split_sentences(text: str, max_chars: int = 300) -> list[str]:
+    """Sentences of `text`, none longer than `max_chars`, whitespace-normalised, empty ones dropped."""
+    text = re.sub(r"\s+", " ", text).strip()
+    out: list[str] = []
+    start = 0
+    for cut in [*_cut_points(text, _SENTENCE_END), len(text)]:
+        sentence = text[start:cut].strip()
+        start = cut
+        if sentence:
+            out.extend(_split_long(sentence, max_chars))
+    return [s for s in out if any(ch.isalnum() for ch in s)] or ([text] if text else [])
+
+
+class IncrementalSegmenter:
+    """Turns text arriving in arbitrary pieces (LLM tokens) into segments ready to speak.
+
+    A segment is released as soon as a sentence is complete, or a clause once the pending text is
+    long, or, after `idle_flush_s` without a boundary, everything up to the last word boundary once
+    at least `min_words` words wait. `finish()` releases the rest. Nothing is lost or repeated: the
+    concatenation of all released segments equals the whitespace-normalised input.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_chars: int = 300,
+        clause_chars: int = 120,
+        idle_flush_s: float = 1.0,
+        min_words: int = 6,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.max_chars = max_chars
+        self.clause_chars = clause_chars
+        self.idle_flush_s = idle_flush_s
+        self.min_words = min_words
+        self._clock = clock
+        self._buf = ""
+        self._last_change = clock()
+
+    @property
+    def pending(self) -> str:
+        return self._buf
+
+    def push(self, piece: str) -> list[str]:
+        if piece:
+            self._buf += piece
+            self._last_change = self._clock()
+        return self._release(final=False)
+
+    def poll(self) -> list[str]:
+        """Call periodically: releases text that has waited `idle_flush_s` with enough words."""
+        if self._buf.strip() and self._clock() - self._last_change >= self.idle_flush_s:
+            words = self._buf.split()
+            if len(words) >= self.min_words:
+                # Keep the last (possibly unfinished) word back unless the buffer ends in a space.
+                cut = len(self._buf) if self._buf[-1].isspace() else self._buf.rstrip().rfind(" ")
+                if cut > 0:
+                    return self._emit(cut)
+        return []
+
+    def finish(self) -> list[str]:
+        return self._release(final=True)
+
+    def _emit(self, cut: int) -> list[str]:
+        head, self._buf = self._buf[:cut], self._buf[cut:]
+        return [s for s in _split_long(re.sub(r"\s+", " ", head).strip(), self.max_chars) if s]
+
+    def _release(self, *, final: bool) -> list[str]:
+        out: list[str] = []
+        while True:
+            # A sentence end counts only once something follows it, so "3." in "3.5" is not cut.
+            cuts = [c for c in _cut_points(self._buf, _SENTENCE_END) if c < len(self._buf)]
+            if cuts:
+                out.extend(self._emit(cuts[0]))
+                continue
+            if len(self._buf) > self.clause_chars:
+                clause = [c for c in _cut_points(self._buf, _CLAUSE_END) if c < len(self._buf)]
+                if clause:
+                    out.extend(self._emit(clause[-1]))
+                    continue
+            if len(self._buf) > self.max_chars:
+                space = self._buf.rfind(" ", 0, self.max_chars)
+                out.extend(self._emit(space if space > 0 else self.max_chars))
+                continue
+            break
+        if final and self._buf.strip():
+            out.extend(self._emit(len(self._buf)))
+        if final:
+            self._buf = ""
+        return out
