@@ -81,7 +81,7 @@ class EmbeddedEngine:
             ready=ready,
             reason=reason,
             loaded=("hibari-heart",) if ready else (),
-            details={"instances": self.instances, "threads": self.threads},
+            details={"instances": self.instances, "threads": self.threads, "workers": [w.snapshot() for w in self._workers]},
         )
 
     def voices(self) -> list[Voice]:

@@ -84,6 +84,10 @@ class StepWorker:
         """Streams submitted and not yet finished (for picking the least busy worker)."""
         return self._active
 
+    def snapshot(self) -> dict[str, float | int]:
+        """Counters plus the streams in flight, as plain data for status pages and metrics."""
+        return {**self.stats.__dict__, "active": self._active}
+
     def call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run one function on this worker's thread (model loading, prompt computation)."""
 

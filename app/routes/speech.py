@@ -18,7 +18,6 @@ from engine.service import SpeechService
     summary="Create speech",
     description="OpenAI-compatible text to speech, streamed with chunked transfer while synthesis runs.",
     responses={400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse},
-    media_type="audio/mpeg",
 )
 async def create_speech(request: Request, data: SpeechRequest) -> Stream:
     service: SpeechService = request.app.state.service

@@ -1,0 +1,68 @@
+"""AdmissionQueue: limits, bounded queue, priorities, timeouts and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.admission import AdmissionQueue
+from engine.base import Priority
+from engine.errors import Overloaded
+
+
+async def test_limit_and_queue_bound():
+    q = AdmissionQueue(max_active=2, max_queued=1, queue_timeout=5)
+    a, b = await q.acquire(), await q.acquire()
+    assert q.active == 2
+    waiting = asyncio.create_task(q.acquire())
+    await asyncio.sleep(0)
+    assert q.queued == 1
+    with pytest.raises(Overloaded) as info:
+        await q.acquire()
+    assert info.value.retry_after >= 1 and q.rejected == 1
+    a.release()
+    c = await asyncio.wait_for(waiting, 1)
+    assert q.active == 2 and q.queued == 0
+    a.release()  # releasing twice is harmless
+    assert q.active == 2
+    b.release()
+    c.release()
+    assert q.active == 0
+
+
+async def test_interactive_overtakes_bulk():
+    q = AdmissionQueue(max_active=1, max_queued=10, queue_timeout=5)
+    held = await q.acquire()
+    order: list[str] = []
+
+    async def wait(name: str, priority: Priority) -> None:
+        slot = await q.acquire(priority)
+        order.append(name)
+        await asyncio.sleep(0)
+        slot.release()
+
+    tasks = [asyncio.create_task(wait("bulk1", Priority.BULK)), asyncio.create_task(wait("bulk2", Priority.BULK))]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(wait("interactive", Priority.INTERACTIVE)))
+    await asyncio.sleep(0)
+    held.release()
+    await asyncio.gather(*tasks)
+    assert order == ["interactive", "bulk1", "bulk2"]
+    assert q.active == 0
+
+
+async def test_queue_timeout_and_cancel_free_the_place():
+    q = AdmissionQueue(max_active=1, max_queued=1, queue_timeout=0.05)
+    held = await q.acquire()
+    with pytest.raises(Overloaded):
+        await q.acquire()
+    assert q.queued == 0
+    q.queue_timeout = 5
+    waiter = asyncio.create_task(q.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    held.release()
+    assert q.active == 0 and q.queued == 0

@@ -1,0 +1,26 @@
+"""Settings precedence (defaults < env < flags) and the CLI built from the same table."""
+
+from __future__ import annotations
+
+from app.cli import build_parser
+from app.settings import OPTIONS, load_settings
+
+
+def test_env_then_flags(tmp_path):
+    env = {"SPEECH_GATEWAY_PORT": "9001", "SPEECH_GATEWAY_API_KEYS": "a, b", "SPEECH_GATEWAY_PRELOAD": "true"}
+    s = load_settings(environ=env)
+    assert s.port == 9001 and s.api_keys == ("a", "b") and s.preload is True
+    s = load_settings({"port": 9002, "api_keys": ["c"]}, environ=env)
+    assert s.port == 9002 and s.api_keys == ("c",)
+    keys = tmp_path / "keys"
+    keys.write_text("# comment\n\nk1\n k2 \n")
+    assert load_settings({"api_key_file": str(keys)}, environ={}).all_api_keys() == ("k1", "k2")
+
+
+def test_every_option_is_a_serve_flag():
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--port", "1234", "--api-key", "x", "--api-key", "y", "--preload"])
+    assert args.port == 1234 and args.api_keys == ["x", "y"] and args.preload is True
+    serve_help = parser._subparsers._group_actions[0].choices["serve"].format_help()
+    for option in OPTIONS:
+        assert option.flag in serve_help and option.env in serve_help
