@@ -24,3 +24,11 @@ def test_every_option_is_a_serve_flag():
     serve_help = parser._subparsers._group_actions[0].choices["serve"].format_help()
     for option in OPTIONS:
         assert option.flag in serve_help and option.env in serve_help
+
+
+def test_readme_documents_every_option():
+    from tests.server import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    for option in OPTIONS:
+        assert f"`{option.flag}`" in readme and f"`{option.env}`" in readme, option.flag
