@@ -1,0 +1,121 @@
+"""Reference-audio import: any common container in, a clean 24 kHz mono float32 clip out (or a clear refusal).
+
+decode (PyAV, in-process) → downmix → resample to 24 kHz → trim leading/trailing silence →
+normalise loudness → check duration. Everything happens in memory on bytes the client sent; nothing
+is fetched and no external program runs.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from .base import SAMPLE_RATE
+from .errors import InvalidRequest
+
+MIN_SECONDS = 3.0
+MAX_SECONDS = 30.0
+MAX_DECODED_SECONDS = 600.0  # refuse to decode absurdly long uploads before trimming
+TARGET_RMS_DBFS = -20.0
+PEAK_LIMIT = 0.95
+SILENCE_DBFS = -45.0  # frames quieter than this (relative to full scale) count as silence
+
+
+@dataclass(frozen=True)
+class ImportedAudio:
+    samples: np.ndarray  # float32 mono, SAMPLE_RATE
+    original_seconds: float
+    trimmed_seconds: float
+    source_format: str
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def decode_audio(data: bytes) -> tuple[np.ndarray, str]:
+    """Decode any container PyAV knows to float32 mono 24 kHz; InvalidRequest if it is not audio."""
+    if not data:
+        raise InvalidRequest("the audio sample is empty", param="audio_sample")
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.audio:
+                raise InvalidRequest("the file has no audio stream", param="audio_sample")
+            fmt = container.format.name
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            parts: list[np.ndarray] = []
+            total = 0
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1))
+                    total += out.samples
+                if total > MAX_DECODED_SECONDS * SAMPLE_RATE:
+                    raise InvalidRequest(f"the audio sample is longer than {MAX_DECODED_SECONDS:.0f} s",
+                                         param="audio_sample")
+            for out in resampler.resample(None):
+                parts.append(out.to_ndarray().reshape(-1))
+    except InvalidRequest:
+        raise
+    except (av.FFmpegError, ValueError, IndexError) as e:
+        raise InvalidRequest(f"could not decode the audio sample ({e.__class__.__name__}): send wav, mp3, "
+                             "ogg/opus, flac, m4a/aac or webm", param="audio_sample") from None
+    if not parts:
+        raise InvalidRequest("the audio sample decodes to no samples", param="audio_sample")
+    samples = np.concatenate(parts).astype(np.float32)
+    return np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0), fmt
+
+
+def _frame_dbfs(samples: np.ndarray, frame: int) -> np.ndarray:
+    n = len(samples) // frame
+    if n == 0:
+        return np.full(1, -120.0)
+    rms = np.sqrt(np.mean(samples[: n * frame].reshape(n, frame) ** 2, axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-6))
+
+
+def trim_silence(samples: np.ndarray, *, keep_ms: float = 100.0) -> np.ndarray:
+    """Cut leading and trailing silence, keeping a short margin so word onsets are not clipped."""
+    frame = SAMPLE_RATE // 100  # 10 ms
+    loud = np.nonzero(_frame_dbfs(samples, frame) > SILENCE_DBFS)[0]
+    if len(loud) == 0:
+        return samples[:0]
+    margin = int(keep_ms / 1000 * SAMPLE_RATE)
+    start = max(0, loud[0] * frame - margin)
+    end = min(len(samples), (loud[-1] + 1) * frame + margin)
+    return samples[start:end]
+
+
+def normalize_loudness(samples: np.ndarray) -> np.ndarray:
+    """Scale speech to about -20 dBFS RMS (measured over non-silent frames), peaks kept below 0.95."""
+    frame = SAMPLE_RATE // 100
+    levels = _frame_dbfs(samples, frame)
+    voiced = levels[levels > SILENCE_DBFS]
+    if len(voiced) == 0:
+        return samples
+    speech_rms_db = 10 * np.log10(np.mean(10 ** (voiced / 10)))
+    gain = 10 ** ((TARGET_RMS_DBFS - speech_rms_db) / 20)
+    peak = float(np.max(np.abs(samples))) * gain
+    if peak > PEAK_LIMIT:
+        gain *= PEAK_LIMIT / peak
+    return (samples * gain).astype(np.float32)
+
+
+def import_reference(data: bytes, *, min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS
+                     ) -> ImportedAudio:
+    """The whole pipeline; raises InvalidRequest (param audio_sample) with a message a person can act on."""
+    samples, fmt = decode_audio(data)
+    original = len(samples) / SAMPLE_RATE
+    trimmed = trim_silence(samples)
+    if len(trimmed) == 0:
+        raise InvalidRequest("the audio sample is silent", param="audio_sample")
+    seconds = len(trimmed) / SAMPLE_RATE
+    if seconds < min_seconds:
+        raise InvalidRequest(f"the audio sample has {seconds:.1f} s of sound after trimming silence; "
+                             f"at least {min_seconds:.0f} s are needed", param="audio_sample")
+    if seconds > max_seconds:
+        raise InvalidRequest(f"the audio sample has {seconds:.1f} s of sound after trimming silence; "
+                             f"at most {max_seconds:.0f} s are allowed", param="audio_sample")
+    return ImportedAudio(normalize_loudness(trimmed), original, seconds, fmt)
