@@ -1,0 +1,35 @@
+"""Settings → QwenConfig → QwenEngine. Imported only when the Qwen engine is asked for (needs torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.qwen.engine import QwenConfig, QwenEngine
+from engine.voice_store import SHIPPED_VOICES_DIR
+
+from .settings import Settings
+
+
+def qwen_config(settings: Settings) -> QwenConfig:
+    return QwenConfig(
+        base=settings.qwen_base,
+        custom_voice=settings.qwen_custom_voice,
+        voice_design=settings.qwen_voice_design,
+        device=settings.device,
+        dtype=settings.dtype,
+        attn=settings.attn,
+        allow_download=settings.allow_download,
+        instances=settings.qwen_instances,
+        preload=settings.preload,
+        first_chunk_frames=settings.first_chunk_frames,
+        chunk_frames=settings.chunk_frames,
+        voices_dirs=(SHIPPED_VOICES_DIR, Path(settings.voices_dir)),
+        prompt_cache_size=settings.prompt_cache_size,
+        max_segment_chars=settings.max_segment_chars,
+    )
+
+
+def build_qwen_engine(settings: Settings) -> QwenEngine:
+    if not (settings.qwen_base or settings.qwen_custom_voice or settings.qwen_voice_design):
+        raise SystemExit("--engine qwen needs at least one of --qwen-base, --qwen-custom-voice, --qwen-voice-design")
+    return QwenEngine(qwen_config(settings))
