@@ -17,7 +17,9 @@ from .engines import build_engines
 from .errors import handle_exception
 from .request_id import request_id_middleware
 from .routes.ops import healthz, list_models, readyz
+from .routes.speak_ws import speak_demo, speak_socket
 from .routes.speech import create_speech
+from .routes.stream_ws import speech_stream_socket
 from .routes.voices import list_voices
 from .settings import Settings, load_settings
 
@@ -47,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router("/", route_handlers=[create_speech, list_models, list_voices], guards=[require_api_key])
     app = Litestar(
-        route_handlers=[v1, healthz, readyz],
+        route_handlers=[v1, healthz, readyz, speak_socket, speech_stream_socket, speak_demo],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         middleware=[request_id_middleware],
