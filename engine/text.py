@@ -70,9 +70,11 @@ class IncrementalSegmenter:
     """Turns text arriving in arbitrary pieces (LLM tokens) into segments ready to speak.
 
     A segment is released as soon as a sentence is complete, or a clause once the pending text is
-    long, or, after `idle_flush_s` without a boundary, everything up to the last word boundary once
-    at least `min_words` words wait. `finish()` releases the rest. Nothing is lost or repeated: the
-    concatenation of all released segments equals the whitespace-normalised input.
+    long; `poll()`, after `idle_flush_s` without new text, releases a finished last sentence, or
+    everything up to the last word boundary once at least `min_words` words wait. `finish()`
+    releases the rest. Nothing is lost or repeated, however the text was split: the released
+    segments joined with single spaces equal the whitespace-normalised input (except where a word
+    longer than `max_chars` had to be cut, or CJK punctuation ended a segment with no space after it).
     """
 
     def __init__(
@@ -103,15 +105,23 @@ class IncrementalSegmenter:
         return self._release(final=False)
 
     def poll(self) -> list[str]:
-        """Call periodically: releases text that has waited `idle_flush_s` with enough words."""
-        if self._buf.strip() and self._clock() - self._last_change >= self.idle_flush_s:
-            words = self._buf.split()
-            if len(words) >= self.min_words:
-                # Keep the last (possibly unfinished) word back unless the buffer ends in a space.
-                cut = len(self._buf) if self._buf[-1].isspace() else self._buf.rstrip().rfind(" ")
-                if cut > 0:
-                    return self._emit(cut)
-        return []
+        """Call periodically: releases text that has waited `idle_flush_s` without a boundary.
+
+        A finished sentence at the very end (it only lacked the space that confirms it) goes out
+        whatever its length; otherwise at least `min_words` words must wait, and an unfinished last
+        word stays behind.
+        """
+        if not self._buf.strip() or self._clock() - self._last_change < self.idle_flush_s:
+            return []
+        tail = self._buf.rstrip()
+        if len(tail) in _cut_points(tail + " ", _SENTENCE_END):
+            return self._emit(len(self._buf))
+        if len(self._buf.split()) < self.min_words:
+            return []
+        if self._buf[-1].isspace():
+            return self._emit(len(self._buf))
+        last_gap = re.search(r"\s\S*$", tail)
+        return self._emit(last_gap.start()) if last_gap else []
 
     def finish(self) -> list[str]:
         return self._release(final=True)

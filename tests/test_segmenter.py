@@ -1,0 +1,118 @@
+"""IncrementalSegmenter: text arriving in random pieces comes out as whole sentences, nothing lost or repeated."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from engine.text import IncrementalSegmenter, split_sentences
+
+PARAGRAPH = (
+    "Dr. Smith arrived at 3.5 minutes past noon; nobody expected him.  He said: \"Hello, everyone!\" "
+    "Then, without waiting for an answer, he walked to the window, opened it, looked at the rain for a "
+    "long while, and began to talk about the weather, the harvest, the price of bread, and the old mill "
+    "by the river that had stopped turning years ago.\nWas it true? Nobody knew… The end."
+)
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _random_pieces(text: str, rng: random.Random) -> list[str]:
+    """Cut anywhere: mid-word, mid-punctuation, single characters, empty pieces."""
+    pieces, i = [], 0
+    while i < len(text):
+        n = rng.choice([0, 1, 1, 2, 3, 5, 8, 13, 40])
+        pieces.append(text[i : i + n])
+        i += n
+    return pieces
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_splits_reassemble_exactly(seed: int) -> None:
+    rng = random.Random(seed)
+    segmenter = IncrementalSegmenter(max_chars=rng.choice([80, 120, 300]))
+    out: list[str] = []
+    for piece in _random_pieces(PARAGRAPH, rng):
+        out += segmenter.push(piece)
+    out += segmenter.finish()
+    assert " ".join(out) == _normalised(PARAGRAPH)
+    assert all(seg and seg == seg.strip() and len(seg) <= segmenter.max_chars for seg in out)
+    assert segmenter.pending == ""
+
+
+def test_sentences_are_released_as_soon_as_they_are_complete() -> None:
+    segmenter = IncrementalSegmenter()
+    assert segmenter.push("Hello wor") == []
+    assert segmenter.push("ld.") == []  # "world." could still be "world.com": wait for what follows
+    assert segmenter.push(" How") == ["Hello world."]
+    assert segmenter.push(" are you? I am") == ["How are you?"]
+    assert segmenter.finish() == ["I am"]
+
+
+def test_abbreviations_and_decimals_do_not_end_a_sentence() -> None:
+    segmenter = IncrementalSegmenter()
+    assert segmenter.push("Dr. Smith paid 3.5 dollars. Then") == ["Dr. Smith paid 3.5 dollars."]
+
+
+def test_long_clause_released_before_the_sentence_ends() -> None:
+    segmenter = IncrementalSegmenter(clause_chars=40)
+    text = "When the long meeting finally came to an end after many hours, everybody went home"
+    released = segmenter.push(text)
+    assert released == ["When the long meeting finally came to an end after many hours,"]
+    assert " ".join(released + segmenter.finish()) == text
+
+
+def test_matches_split_sentences_on_a_whole_text() -> None:
+    segmenter = IncrementalSegmenter(clause_chars=10_000)
+    text = "One two three. Four five six! Seven eight nine? Ten."
+    assert segmenter.push(text) + segmenter.finish() == split_sentences(text)
+
+
+def test_idle_flush_with_a_fake_clock() -> None:
+    clock = FakeClock()
+    segmenter = IncrementalSegmenter(idle_flush_s=1.0, min_words=4, clock=clock)
+    assert segmenter.push("one two three four five si") == []
+    clock.now += 0.5
+    assert segmenter.poll() == []  # not idle long enough
+    clock.now += 0.6
+    assert segmenter.poll() == ["one two three four five"]  # the unfinished word "si" stays
+    assert segmenter.pending == " si"
+    assert segmenter.push("x seven") == []
+    clock.now += 2
+    assert segmenter.poll() == []  # "six seven": too few words to speak on a pause
+    assert segmenter.finish() == ["six seven"]
+
+
+def test_idle_flush_releases_a_short_finished_sentence() -> None:
+    clock = FakeClock()
+    segmenter = IncrementalSegmenter(idle_flush_s=0.5, min_words=6, clock=clock)
+    assert segmenter.push("Sure.") == []
+    clock.now += 0.6
+    assert segmenter.poll() == ["Sure."]
+    assert segmenter.push(" Dr.") == []
+    clock.now += 0.6
+    assert segmenter.poll() == []  # an abbreviation is not a finished sentence
+
+
+def test_idle_flush_keeps_reassembly_exact() -> None:
+    rng = random.Random(7)
+    clock = FakeClock()
+    segmenter = IncrementalSegmenter(idle_flush_s=0.3, min_words=3, clock=clock)
+    out: list[str] = []
+    for piece in _random_pieces(PARAGRAPH, rng):
+        out += segmenter.push(piece)
+        clock.now += rng.choice([0.0, 0.1, 0.5])
+        out += segmenter.poll()
+    out += segmenter.finish()
+    assert " ".join(out) == _normalised(PARAGRAPH)
