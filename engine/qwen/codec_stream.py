@@ -1,0 +1,203 @@
+"""Incremental decoding of 12 Hz codec frames to 24 kHz audio, keeping the decoder's state.
+
+The Qwen3-TTS 12 Hz decoder (`Qwen3TTSTokenizerV2Decoder`) is causal end to end:
+
+    codes -> quantizer (per frame) -> causal conv k3 -> transformer (causal, sliding window 72)
+          -> 2x [transposed conv k=s=2, ConvNeXt (causal depthwise conv k7)]
+          -> causal conv k7 -> 4x [SnakeBeta, causal transposed conv k=2s, 3 residual units
+             (causal convs k7, dilation 1/3/9)] -> SnakeBeta -> causal conv k7 -> clamp
+
+so it can run frame by frame with per-stream state and no re-decoding:
+- each causal conv keeps its last (effective kernel - 1) input samples (zeros at the start stand
+  for the one-shot decode's left zero padding);
+- each causal transposed conv keeps ceil(k/s) - 1 input frames: output sample p depends only on
+  inputs floor(p/s) - 1 and floor(p/s), and the one-shot decode trims the incomplete tail;
+- the transformer keeps a sliding-window KV cache (HF `DynamicCache` built from the decoder config).
+
+The result equals the one-shot `speech_tokenizer.decode` up to float rounding (≈1e-7 here) for
+outputs up to 300 frames. Longer outputs are decoded by the official code in 300-frame chunks with
+only 25 frames of context, which itself deviates (~5e-5) from this exact causal decode.
+
+`left_context_frames` selects the simpler fallback instead (`stateful=False`): re-decode each new
+chunk with that many previous frames of context and drop their samples, like the official
+`chunked_decode` does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .loader import LoadedModel
+
+# Frames of conv-stack warm-up when priming with a long reference: the conv upsampler's receptive
+# field is about 10 frames, so its state after 16 frames no longer depends on anything earlier.
+CONV_WARMUP_FRAMES = 16
+
+
+class _State:
+    """Everything one stream's decoder remembers: conv tails per module and the transformer cache."""
+
+    def __init__(self, cache: object):
+        self.tails: dict[int, torch.Tensor] = {}
+        self.cache = cache
+        self.position = 0  # frames seen by the transformer
+
+
+class StreamingCodecDecoder:
+    """Decode codes chunk by chunk to exactly 1920 samples per frame, for one stream.
+
+    Not thread-safe and bound to one stream; create one per request (cheap: no tensors until used).
+    """
+
+    def __init__(self, loaded: LoadedModel, left_context_frames: int = 25, *, stateful: bool = True):
+        tokenizer = loaded.model.model.speech_tokenizer
+        self._codec = tokenizer.model
+        self._dec = self._codec.decoder
+        self.device = tokenizer.device
+        self.upsample = int(self._dec.total_upsample)
+        self.num_quantizers = int(self._dec.config.num_quantizers)
+        self.left_context_frames = int(left_context_frames)
+        self.stateful = stateful
+        self._history: torch.Tensor | None = None  # fallback mode: previous frames for context
+        self._state: _State | None = None
+        self.frames = 0
+
+    # -- public API ------------------------------------------------------------------------
+    def decode(self, codes: torch.Tensor) -> np.ndarray:
+        """Decode `codes` (n, 16) new frames; returns exactly n * 1920 float32 samples."""
+        codes = self._check(codes)
+        if codes.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        with torch.inference_mode():
+            wav = self._decode_stateful(codes, conv_from=0) if self.stateful else self._decode_context(codes)
+        self.frames += codes.shape[0]
+        return wav.float().cpu().numpy().reshape(-1)
+
+    def prime(self, codes: torch.Tensor) -> None:
+        """Feed context frames (an ICL reference) without producing audio.
+
+        The transformer sees every frame; the conv stack only the last CONV_WARMUP_FRAMES, which
+        is enough for its state to be exact and saves most of the cost of a long reference.
+        """
+        codes = self._check(codes)
+        if codes.shape[0] == 0:
+            return
+        with torch.inference_mode():
+            if self.stateful:
+                self._decode_stateful(codes, conv_from=max(0, codes.shape[0] - CONV_WARMUP_FRAMES))
+            else:
+                self._remember(codes)
+
+    def flush(self) -> np.ndarray:
+        """Audio still owed at the end of the stream: none, the decoder is causal without lookahead."""
+        return np.zeros(0, dtype=np.float32)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _check(self, codes: torch.Tensor) -> torch.Tensor:
+        codes = torch.as_tensor(codes)
+        if codes.ndim == 1:
+            codes = codes.unsqueeze(0)
+        if codes.ndim != 2 or codes.shape[1] != self.num_quantizers:
+            raise ValueError(f"codes must be (n, {self.num_quantizers}), got {tuple(codes.shape)}")
+        # The official decode clamps negative (padding) ids to 0.
+        return codes.to(device=self.device, dtype=torch.long).clamp(min=0)
+
+    def _remember(self, codes: torch.Tensor) -> None:
+        hist = codes if self._history is None else torch.cat([self._history, codes], dim=0)
+        self._history = hist[-self.left_context_frames :] if self.left_context_frames > 0 else hist[:0]
+
+    def _decode_context(self, codes: torch.Tensor) -> torch.Tensor:
+        ctx = self._history if self._history is not None else codes[:0]
+        full = torch.cat([ctx, codes], dim=0).transpose(0, 1).unsqueeze(0)  # (1, 16, T)
+        wav = self._dec(full)[0, 0]
+        self._remember(codes)
+        return wav[ctx.shape[0] * self.upsample :]
+
+    def _new_state(self) -> _State:
+        from transformers.cache_utils import DynamicCache
+
+        return _State(DynamicCache(config=self._dec.pre_transformer.config))
+
+    def _decode_stateful(self, codes: torch.Tensor, conv_from: int) -> torch.Tensor:
+        if self._state is None:
+            self._state = self._new_state()
+        st = self._state
+        dec = self._dec
+        n = codes.shape[0]
+        hidden = dec.quantizer.decode(codes.transpose(0, 1).unsqueeze(0))  # (1, C, n)
+        hidden = self._conv(dec.pre_conv, hidden).transpose(1, 2)
+        positions = torch.arange(st.position, st.position + n, device=hidden.device)
+        hidden = dec.pre_transformer(
+            inputs_embeds=hidden, past_key_values=st.cache, use_cache=True, cache_position=positions
+        ).last_hidden_state
+        st.position += n
+        hidden = hidden.permute(0, 2, 1)[..., conv_from:]
+        for trans, convnext in dec.upsample:
+            hidden = self._trans_conv(trans, hidden)
+            hidden = self._convnext(convnext, hidden)
+        wav = hidden
+        for block in dec.decoder:
+            wav = self._block(block, wav)
+        return wav.clamp(min=-1, max=1)[0, 0]
+
+    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        name = type(block).__name__
+        if name.endswith("CausalConvNet"):
+            return self._conv(block, x)
+        if name.endswith("DecoderDecoderBlock"):
+            for sub in block.block:
+                x = self._block(sub, x)
+            return x
+        if name.endswith("CausalTransConvNet"):
+            return self._trans_conv(block, x)
+        if name.endswith("ResidualUnit"):
+            y = self._conv(block.conv1, block.act1(x))
+            return self._conv(block.conv2, block.act2(y)) + x
+        return block(x)  # SnakeBeta and other pointwise modules need no state
+
+    def _conv(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A causal conv (stride 1) continuing from its remembered left context."""
+        keep = module.padding  # the one-shot decode's left zero padding (kernel - stride, stride 1)
+        tail = self._tail(module, x, keep)
+        full = torch.cat([tail, x], dim=-1) if keep > 0 else x
+        if keep > 0:
+            self._state.tails[id(module)] = full[..., -keep:]
+        return module.conv(full).contiguous()
+
+    def _trans_conv(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A causal transposed conv: prepend the frames that still overlap the new outputs."""
+        conv = module.conv
+        stride, kernel = conv.stride[0], conv.kernel_size[0]
+        keep = -(-kernel // stride) - 1
+        tail = self._tail(module, x, keep)
+        full = torch.cat([tail, x], dim=-1) if keep > 0 else x
+        if keep > 0:
+            self._state.tails[id(module)] = full[..., -keep:]
+        y = conv(full)
+        start = keep * stride
+        return y[..., start : start + x.shape[-1] * stride].contiguous()
+
+    def _convnext(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        h = self._conv(block.dwconv, x).permute(0, 2, 1)
+        h = block.pwconv2(block.act(block.pwconv1(block.norm(h))))
+        return x + (block.gamma * h).permute(0, 2, 1)
+
+    def _tail(self, module: nn.Module, x: torch.Tensor, keep: int) -> torch.Tensor:
+        tail = self._state.tails.get(id(module))
+        if tail is None:
+            tail = x.new_zeros(x.shape[0], x.shape[1], keep)
+        return tail
+
+
+def decode_codes(loaded: LoadedModel, codes: torch.Tensor) -> np.ndarray:
+    """The official one-shot decode of (n, 16) codes (what `generate_*` returns), for comparisons."""
+    wavs, _ = loaded.model.model.speech_tokenizer.decode([{"audio_codes": torch.as_tensor(codes)}])
+    return np.asarray(wavs[0], dtype=np.float32)
+
+
+__all__ = ["CONV_WARMUP_FRAMES", "StreamingCodecDecoder", "decode_codes"]

@@ -1,0 +1,411 @@
+"""Frame-level Qwen3-TTS generation that reproduces the official non-streaming `generate` exactly.
+
+The official path (`Qwen3TTSModel.generate_*` -> `Qwen3TTSForConditionalGeneration.generate` ->
+HF `generate` on the talker, whose forward runs HF `generate` on the code predictor) returns codes
+only at the end, draws from the global RNG and keeps `rope_deltas` on the talker module. This loop
+drives the same modules directly, one frame per step, with all per-request state (KV caches,
+positions, codebook-0 history) held locally and an optional per-request `torch.Generator`:
+
+  prefill   talker over the prompt embeddings (built as in the official `generate`)
+  frame k   sample codebook 0 from the last talker logits with the official processors (repetition
+            penalty over the generated codebook-0 history, EOS blocked for 2 frames, suppression
+            of the top 1024 ids except EOS, then temperature / top-k / top-p), stop at EOS;
+            the code predictor makes codebooks 1..15 (15 small steps, subtalker sampling);
+            the next talker input is the sum of the 16 code embeddings plus the next trailing text
+            embedding (tts_pad once the text is used up); one talker step with the KV cache.
+
+RNG: the draws happen in the official order (codebook 0 of frame k, then its 15 predictor codes),
+and a CPU `torch.Generator` seeded with s yields the same stream as `torch.manual_seed(s)` does for
+the global generator, so a per-request generator reproduces the official seeded output; see
+`make_generator` (on CUDA use a CUDA generator). With `generator=None` the global RNG is used.
+
+Nothing here mutates the model, so streams interleave step by step on one thread without bleeding
+into each other. Like every use of the model, call these only from the thread that owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.cache_utils import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from ..errors import InvalidRequest
+from .codec_stream import StreamingCodecDecoder
+from .loader import LoadedModel
+
+MIN_FRAMES_BEFORE_EOS = 2  # the official generate passes min_new_tokens=2
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedInput:
+    """A request's talker inputs, built exactly as the official `generate` builds them (batch of 1).
+
+    prefill (1, L, H): the prompt embeddings; trailing_text (1, T, H): text embeddings fed one per
+    frame after the prefill; tts_pad (1, 1, H): fed once the text is used up; ref_code (R, 16):
+    ICL reference codes (decoder context), else None.
+    """
+
+    kind: str
+    text: str
+    language: str
+    speaker: str | None
+    instruct: str | None  # as used: None when absent or dropped (0.6B CustomVoice drops it)
+    non_streaming_mode: bool
+    prefill: torch.Tensor
+    trailing_text: torch.Tensor
+    tts_pad: torch.Tensor
+    ref_code: torch.Tensor | None = None
+
+
+def _validate(loaded: LoadedModel, text: str, language: str, speaker: str | None, instruct: str | None,
+              items: list | None) -> tuple[str, str | None, str | None]:
+    if not text or not text.strip():
+        raise InvalidRequest("text is empty", param="input")
+    lang = (language or "auto").lower()
+    if lang not in loaded.languages:
+        raise InvalidRequest(f"unsupported language {language!r}; supported: {loaded.languages}", param="language")
+    spk = speaker.lower() if speaker else None
+    kind = loaded.kind
+    if kind == "base":
+        if not items:
+            raise InvalidRequest("a Base model needs a voice clone prompt", param="voice")
+        if len(items) != 1:
+            raise InvalidRequest("exactly one voice clone prompt per request", param="voice")
+        if spk or instruct:
+            raise InvalidRequest("a Base (clone) model takes neither a speaker nor instructions", param="voice")
+        it = items[0]
+        if it.icl_mode and (it.ref_code is None or not it.ref_text):
+            raise InvalidRequest("an ICL clone prompt needs ref_code and ref_text", param="voice")
+        return lang, None, None
+    if items:
+        raise InvalidRequest(f"a {kind} model does not take a voice clone prompt", param="voice")
+    if kind == "custom_voice":
+        if spk not in loaded.speakers:
+            raise InvalidRequest(f"unknown speaker {speaker!r}; known: {loaded.speakers}", param="voice")
+        if loaded.size in "0b6":  # the same (substring) test the official code uses to drop instruct
+            instruct = None
+    elif spk:
+        raise InvalidRequest(f"a {kind} model does not take a speaker", param="voice")
+    return lang, spk, (instruct or None)
+
+
+def prepare_inputs(loaded: LoadedModel, *, text: str, language: str = "auto", speaker: str | None = None,
+                   instruct: str | None = None, voice_clone_prompt: list | Any | None = None,
+                   non_streaming_mode: bool | None = None) -> PreparedInput:
+    """Validate the request for `loaded.kind` (raises `InvalidRequest`) and build its talker inputs.
+
+    `voice_clone_prompt` (Base only) is a `VoiceClonePromptItem` or a list of one.
+    `non_streaming_mode` defaults to what the official API uses for the kind (False for voice
+    clone, True for custom voice and voice design).
+    """
+    items = voice_clone_prompt if isinstance(voice_clone_prompt, list) or voice_clone_prompt is None \
+        else [voice_clone_prompt]
+    lang, spk, instruct = _validate(loaded, text, language, speaker, instruct, items)
+    if non_streaming_mode is None:
+        non_streaming_mode = loaded.kind != "base"
+    with torch.inference_mode():
+        prefill, trailing, pad = _build_embeddings(loaded, text, lang, spk, instruct, items, non_streaming_mode)
+    ref_code = items[0].ref_code if items and items[0].icl_mode else None
+    return PreparedInput(kind=loaded.kind, text=text, language=lang, speaker=spk, instruct=instruct,
+                         non_streaming_mode=non_streaming_mode, prefill=prefill, trailing_text=trailing,
+                         tts_pad=pad, ref_code=ref_code)
+
+
+def _build_embeddings(loaded: LoadedModel, text: str, lang: str, spk: str | None, instruct: str | None,
+                      items: list | None, non_streaming: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # Mirrors `Qwen3TTSForConditionalGeneration.generate` for one request, op for op (same shapes,
+    # same order) so the floats are identical; reuses the wrappers' text builders and the model's
+    # generate_speaker_prompt / generate_icl_prompt helpers.
+    tts, model = loaded.model, loaded.model.model
+    talker, cfg, tc, dev = model.talker, model.config, model.config.talker_config, model.talker.device
+
+    def text_embed(ids: torch.Tensor) -> torch.Tensor:
+        return talker.text_projection(talker.get_text_embeddings()(ids))
+
+    def codec_embed(ids: list[list[int]]) -> torch.Tensor:
+        return talker.get_input_embeddings()(torch.tensor(ids, device=dev, dtype=torch.long))
+
+    input_id = tts._tokenize_texts([tts._build_assistant_text(text)])[0]
+    parts = []
+    if instruct:
+        parts.append(text_embed(tts._tokenize_texts([tts._build_instruct_text(instruct)])[0]))
+    speaker_embed = prompt = None
+    if items:
+        prompt = tts._prompt_items_to_voice_clone_prompt(items)
+        if prompt["x_vector_only_mode"][0] or prompt["icl_mode"][0]:
+            speaker_embed = model.generate_speaker_prompt(prompt)[0]
+    elif spk:
+        speaker_embed = talker.get_input_embeddings()(torch.tensor(tc.spk_id[spk], device=dev, dtype=torch.long))
+    language_id = None if lang == "auto" else tc.codec_language_id[lang]
+    if lang in ("chinese", "auto") and spk and tc.spk_is_dialect[spk] is not False:
+        language_id = tc.codec_language_id[tc.spk_is_dialect[spk]]
+    ids = torch.tensor([[cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id]], device=dev)
+    tts_bos, tts_eos, tts_pad = text_embed(ids).chunk(3, dim=1)
+    if language_id is None:
+        think = [[tc.codec_nothink_id, tc.codec_think_bos_id, tc.codec_think_eos_id]]
+    else:
+        think = [[tc.codec_think_id, tc.codec_think_bos_id, language_id, tc.codec_think_eos_id]]
+    codec = [codec_embed(think)]
+    if speaker_embed is not None:
+        codec.append(speaker_embed.view(1, 1, -1))
+    codec.append(codec_embed([[tc.codec_pad_id, tc.codec_bos_id]]))
+    codec_in = torch.cat(codec, dim=1)
+    head = torch.cat((tts_pad.expand(-1, codec_in.shape[1] - 2, -1), tts_bos), dim=1) + codec_in[:, :-1]
+    embed = torch.cat((text_embed(input_id[:, :3]), head), dim=1)  # "<|im_start|>assistant\n" + codec tags
+    if prompt is not None and prompt["ref_code"][0] is not None and prompt["icl_mode"][0]:
+        ref_id = tts._tokenize_texts([tts._build_ref_text(items[0].ref_text)])[0]
+        icl, trailing = model.generate_icl_prompt(
+            text_id=input_id[:, 3:-5], ref_id=ref_id[:, 3:-2], ref_code=prompt["ref_code"][0].to(dev),
+            tts_pad_embed=tts_pad, tts_eos_embed=tts_eos, non_streaming_mode=non_streaming)
+        embed = torch.cat([embed, icl], dim=1)
+    else:
+        embed = torch.cat([embed, text_embed(input_id[:, 3:4]) + codec_in[:, -1:]], dim=1)
+        if non_streaming:  # the whole text in the prompt, then codec BOS
+            n = input_id[:, 3:-5].shape[1]
+            body = torch.cat((text_embed(input_id[:, 3:-5]), tts_eos), dim=1) + codec_embed([[tc.codec_pad_id] * (n + 1)])
+            embed = torch.cat([embed[:, :-1], body, tts_pad + codec_embed([[tc.codec_bos_id]])], dim=1)
+            trailing = tts_pad
+        else:  # first text token in the prompt, the rest fed one per frame
+            trailing = torch.cat((text_embed(input_id[:, 4:-5]), tts_eos), dim=1)
+    prefill = torch.cat(parts + [embed], dim=1)
+    return prefill, trailing, tts_pad
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling knobs of the official generate. Use `for_model` for the checkpoint's defaults.
+
+    `max_frames` caps the frames produced; it equals the official `max_new_tokens - 1`.
+    """
+
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.05
+    do_sample: bool = True
+    subtalker_dosample: bool = True
+    subtalker_temperature: float = 0.9
+    subtalker_top_k: int = 50
+    subtalker_top_p: float = 1.0
+    max_frames: int = 8191
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.max_frames >= 1, "max_frames must be at least 1", "max_new_tokens"),
+            (self.temperature > 0 or not self.do_sample, "temperature must be > 0", "temperature"),
+            (self.subtalker_temperature > 0 or not self.subtalker_dosample, "subtalker_temperature must be > 0",
+             "subtalker_temperature"),
+            (0 < self.top_p <= 1 and 0 < self.subtalker_top_p <= 1, "top_p must be in (0, 1]", "top_p"),
+            (self.top_k >= 0 and self.subtalker_top_k >= 0, "top_k must be >= 0", "top_k"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0", "repetition_penalty"),
+        )
+        for ok, message, param in checks:
+            if not ok:
+                raise InvalidRequest(message, param=param)
+
+    @classmethod
+    def for_model(cls, loaded: LoadedModel, **overrides: Any) -> GenerationParams:
+        """The checkpoint's generation_config.json defaults, then `overrides` that are not None.
+
+        `max_new_tokens` is accepted too (official meaning: max_frames + 1)."""
+        names = {f.name for f in fields(cls)}
+        cfg = loaded.generate_defaults
+        values = {k: cfg[k] for k in names if k in cfg}
+        if "max_new_tokens" in cfg:
+            values["max_frames"] = int(cfg["max_new_tokens"]) - 1
+        if overrides.get("max_new_tokens") is not None:
+            values["max_frames"] = int(overrides.pop("max_new_tokens")) - 1
+        overrides.pop("max_new_tokens", None)
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"unknown generation parameters: {sorted(unknown)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def official_kwargs(self) -> dict[str, Any]:
+        """The same settings as kwargs for the official `generate_*` (for comparisons)."""
+        kw = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "max_frames"}
+        kw["max_new_tokens"] = self.max_frames + 1
+        return kw
+
+
+def make_generator(loaded: LoadedModel, seed: int) -> torch.Generator:
+    """A per-request generator on the model's device, equivalent to `torch.manual_seed(seed)`."""
+    return torch.Generator(device=loaded.device).manual_seed(int(seed))
+
+
+def _sample(scores: torch.Tensor, processors: LogitsProcessorList, history: torch.Tensor, do_sample: bool,
+            generator: torch.Generator | None) -> torch.Tensor:
+    # As HF `_sample`: processors on a float32 copy of the last logits, softmax, one multinomial draw.
+    scores = processors(history, scores)
+    if do_sample:
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    return torch.argmax(scores, dim=-1)
+
+
+def _warpers(temperature: float, top_k: int, top_p: float) -> list:
+    # The sampling-only processors HF adds, in HF's order and under HF's conditions.
+    return ([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []) + (
+        [TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1)] if top_k != 0 else []) + (
+        [TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1)] if top_p < 1.0 else [])
+
+
+class _FrameLoop:
+    """One request's generation state; `step()` makes one frame (one talker forward + predictor)."""
+
+    def __init__(self, loaded: LoadedModel, prepared: PreparedInput, params: GenerationParams,
+                 generator: torch.Generator | None):
+        tts = loaded.model.model
+        self.talker, self.predictor = tts.talker, tts.talker.code_predictor
+        self.params, self.generator, self.prepared = params, generator, prepared
+        tc = tts.config.talker_config
+        self.eos = int(tc.codec_eos_token_id)
+        self.groups = int(tc.num_code_groups)
+        self.device = prepared.prefill.device
+        vocab = int(tc.vocab_size)
+        suppress = [i for i in range(vocab - 1024, vocab) if i != self.eos]
+        # HF's order: repetition penalty, min new tokens, suppress tokens, then the sampling warpers.
+        procs: list = [RepetitionPenaltyLogitsProcessor(penalty=params.repetition_penalty)]
+        procs = procs if params.repetition_penalty != 1.0 else []
+        procs += [MinNewTokensLengthLogitsProcessor(0, MIN_FRAMES_BEFORE_EOS, self.eos, device=self.device),
+                  SuppressTokensLogitsProcessor(suppress, device=self.device)]
+        procs += _warpers(params.temperature, params.top_k, params.top_p) if params.do_sample else []
+        self.processors = LogitsProcessorList(procs)
+        sub = _warpers(params.subtalker_temperature, params.subtalker_top_k, params.subtalker_top_p)
+        self.sub_processors = LogitsProcessorList(sub if params.subtalker_dosample else [])
+        self.cache, self.length = DynamicCache(), 0  # talker KV cache and the tokens in it
+        self.rope_delta: torch.Tensor | None = None
+        self.history = torch.zeros((1, 0), dtype=torch.long, device=self.device)  # codebook-0 tokens
+        self.next_embed: torch.Tensor | None = None  # talker input for the next step
+        self.frames, self.done = 0, False
+
+    @torch.inference_mode()
+    def step(self) -> torch.Tensor | None:
+        """Make the next frame's (16,) codes, or None when generation has ended."""
+        self.done = self.done or self.frames >= self.params.max_frames
+        if self.done:
+            return None
+        hidden = self._talker_forward()
+        scores = self.talker.codec_head(hidden)[:, -1, :].to(copy=True, dtype=torch.float32)
+        token = _sample(scores, self.processors, self.history, self.params.do_sample, self.generator)
+        self.history = torch.cat([self.history, token[:, None]], dim=-1)
+        if int(token[0]) == self.eos:
+            self.done = True
+            return None
+        codes, self.next_embed = self._predict(hidden[:, -1:, :], token[:, None])
+        self.frames += 1
+        return codes
+
+    def _talker_forward(self) -> torch.Tensor:
+        if self.next_embed is None:  # prefill; positions as the official get_rope_index gives them
+            embeds = self.prepared.prefill
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+            position_ids, delta = self.talker.get_rope_index(mask)
+            self.rope_delta = delta - (1 - mask).sum(dim=-1).unsqueeze(1)
+        else:
+            embeds = self.next_embed
+            mask = torch.ones((1, self.length + 1), dtype=torch.long, device=self.device)
+            pos = torch.arange(1, device=self.device).view(1, -1).add(self.length + self.rope_delta)
+            position_ids = pos.unsqueeze(0).expand(3, -1, -1)
+        n = embeds.shape[1]
+        cache_position = torch.arange(self.length, self.length + n, device=self.device)
+        out = self.talker.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                past_key_values=self.cache, cache_position=cache_position, use_cache=True)
+        self.length += n
+        return out.last_hidden_state
+
+    def _predict(self, past_hidden: torch.Tensor, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codebooks 1..15 for this frame, and the embedding that feeds the next talker step."""
+        pred = self.predictor
+        token_embed = self.talker.get_input_embeddings()(token)  # (1, 1, H)
+        embeds = pred.small_to_mtp_projection(torch.cat((past_hidden, token_embed), dim=1))
+        cache = DynamicCache()
+        no_history = self.history[:, :0]
+        codes = [token]
+        for j in range(self.groups - 1):
+            n = embeds.shape[1]
+            start = cache.get_seq_length()
+            mask = torch.ones((1, start + n), dtype=torch.long, device=self.device)
+            positions = torch.arange(start, start + n, device=self.device)
+            out = pred.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions.unsqueeze(0),
+                             past_key_values=cache, cache_position=positions, use_cache=True)
+            scores = pred.lm_head[j](out.last_hidden_state)[:, -1, :].to(copy=True, dtype=torch.float32)
+            code = _sample(scores, self.sub_processors, no_history, self.params.subtalker_dosample,
+                           self.generator)[:, None]
+            codes.append(code)
+            if j < self.groups - 2:
+                embeds = pred.small_to_mtp_projection(pred.model.get_input_embeddings()[j](code))
+        table = pred.get_input_embeddings()
+        hiddens = torch.cat([token_embed] + [table[i](codes[i + 1]) for i in range(self.groups - 1)], dim=1)
+        next_embed = hiddens.sum(1, keepdim=True)
+        k = self.frames  # the official generation_step
+        trailing = self.prepared.trailing_text
+        next_embed = next_embed + (trailing[:, k].unsqueeze(1) if k < trailing.shape[1] else self.prepared.tts_pad)
+        return torch.cat(codes, dim=-1)[0].cpu(), next_embed
+
+
+def iter_frames(loaded: LoadedModel, prepared: PreparedInput, params: GenerationParams,
+                generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Yield one (16,) long CPU tensor of codes per frame; stop at EOS or `params.max_frames`.
+
+    Each `next()` runs one talker forward (the prefill for the first frame) and its code predictor.
+    """
+    loop = _FrameLoop(loaded, prepared, params, generator)
+    while (codes := loop.step()) is not None:
+        yield codes
+
+
+def stream_audio(loaded: LoadedModel, prepared: PreparedInput, params: GenerationParams, *,
+                 generator: torch.Generator | None = None, first_chunk_frames: int = 2, chunk_frames: int = 8,
+                 ref_code: torch.Tensor | None = None) -> Iterator[np.ndarray | None]:
+    """Yield None after each frame that completes no chunk, float32 24 kHz audio when one is ready.
+
+    The first chunk comes after `first_chunk_frames` frames, then every `chunk_frames`, and the
+    remainder when generation ends. Each `next()` runs at most one frame step plus, when a chunk is
+    due, its decode, so closing the generator stops the work within one frame. For an ICL clone
+    prompt the reference codes (`ref_code`, default `prepared.ref_code`) prime the decoder as left
+    context and are not returned, like the official API cuts them off.
+    """
+    if first_chunk_frames < 1 or chunk_frames < 1:
+        raise ValueError("chunk sizes must be >= 1 frame")
+    loop = _FrameLoop(loaded, prepared, params, generator)
+    decoder = StreamingCodecDecoder(loaded)
+    ref = prepared.ref_code if ref_code is None else ref_code
+    pending: list[torch.Tensor] = []
+    due = first_chunk_frames
+    while True:
+        codes = loop.step()
+        if codes is not None:
+            pending.append(codes)
+            if len(pending) < due:
+                yield None
+                continue
+        if pending:  # a full chunk, or the remainder at the end
+            if ref is not None:  # deferred to the first decode so the first step is only the prefill
+                decoder.prime(ref)
+                ref = None
+            audio = decoder.decode(torch.stack(pending))
+            pending, due = [], chunk_frames
+            yield audio
+        if codes is None:
+            break
+    tail = decoder.flush()
+    if tail.size:
+        yield tail
+
+
+__all__ = ["GenerationParams", "PreparedInput", "iter_frames", "make_generator", "prepare_inputs", "stream_audio"]
