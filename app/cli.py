@@ -38,8 +38,10 @@ def serve(args: argparse.Namespace) -> None:
     from .main import create_app
 
     settings = _settings_from(args)
+    # JSON logs: uvicorn's own loggers go through our root handler instead of its text config.
+    log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=settings.shutdown_grace, log_config=log_config)
 
 
 async def _say(settings: Settings, text: str, out: Path, voice: str | None, speed: float, fmt: str,

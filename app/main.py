@@ -15,6 +15,8 @@ from engine.service import SpeechService
 from .auth import require_api_key
 from .engines import build_engines
 from .errors import handle_exception
+from .logging_setup import configure_logging
+from .metrics import GatewayMetrics, metrics_endpoint
 from .request_id import request_id_middleware
 from .routes.ops import healthz, list_models, readyz
 from .routes.speak_ws import speak_demo, speak_socket
@@ -28,7 +30,8 @@ log = logging.getLogger("app")
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
+    metrics = GatewayMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -38,25 +41,30 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_queue=settings.max_queue,
             queue_timeout=settings.queue_timeout,
             request_timeout=settings.request_timeout,
+            observer=metrics,
         )
+        metrics.bind(service)
         await service.start()
         app.state.service = service
         log.info("engines: %s", ", ".join(f"{s.name} ready={s.ready} {s.reason}" for s in service.status()))
         try:
             yield
         finally:
+            metrics.bind(None)
             await service.close()
 
     v1 = Router("/", route_handlers=[create_speech, list_models, list_voices], guards=[require_api_key])
     app = Litestar(
-        route_handlers=[v1, healthz, readyz, speak_socket, speech_stream_socket, speak_demo],
+        route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
-        middleware=[request_id_middleware],
+        middleware=[request_id_middleware, metrics.middleware],
         cors_config=CORSConfig(allow_origins=["*"], expose_headers=["x-request-id", "retry-after"]),
         openapi_config=OpenAPIConfig(title="Qwen Speech Gateway", version="0.1.0"),
         debug=False,
+        logging_config=None,  # configure_logging owns the root logger; Litestar's default would replace it
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     app.state.api_keys = settings.all_api_keys()
     return app

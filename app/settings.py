@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: tuple[str, ...] = ()
     api_key_file: str | None = None
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one JSON object per line)
+    shutdown_grace: float = 30.0  # seconds in-flight streams get to finish after SIGTERM
     embedded_instances: int = 1
     max_segment_chars: int = 300
     # Qwen3 engine
@@ -84,6 +86,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_keys", "--api-key", "accepted Bearer key (repeat the flag; env: comma-separated)", str, True),
     Option("api_key_file", "--api-key-file", "file with one accepted key per line"),
     Option("log_level", "--log-level", "debug | info | warning | error"),
+    Option("log_format", "--log-format", "text | json (one JSON object per line, for log collectors)"),
+    Option("shutdown_grace", "--shutdown-grace", "seconds in-flight streams may run on after SIGTERM", float),
     Option("embedded_instances", "--embedded-instances", "embedded engine model copies (threads)", int),
     Option("max_segment_chars", "--max-segment-chars", "longest text segment synthesized in one go", int),
     Option("qwen_base", "--qwen-base", "Qwen3-TTS Base checkpoint (folder or hub id): voice cloning"),

@@ -59,6 +59,7 @@ def to_params(data: SpeechRequest, request_id: str, engines: set[str]) -> Speech
         priority=Priority.BULK if data.priority == "bulk" else Priority.INTERACTIVE,
         request_id=request_id,
         engine=model_engine(data.model, engines),
+        labels={"format": data.response_format, "stream_format": data.stream_format},
     )
 
 

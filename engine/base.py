@@ -107,6 +107,14 @@ class Engine(Protocol):
 
     `synthesize` returns an async iterator; closing it early (client gone, cancel, deadline) must stop
     the engine's work at its next step and release whatever it holds.
+
+    Optional, looked up with `getattr` (so it is not part of this Protocol and engines without it still
+    match): `metrics_snapshot(self) -> dict[str, float]`, the engine's own numbers for `/metrics`, read
+    on the event loop at every scrape (keep it cheap: read counters, take no long locks). Names are
+    snake_case; one ending in `_total` is a counter (monotonic since start), any other is a gauge. Each
+    is exported as `speech_gateway_engine_<name>{engine="<name>"}`; these have dedicated metrics:
+    `model_load_seconds` (time the last model load took), `prompt_cache_hits_total` and
+    `prompt_cache_misses_total` (voice-clone prompts reused vs computed).
     """
 
     name: str

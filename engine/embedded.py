@@ -7,6 +7,8 @@ hibari fetches its other voices from the network on first use, which must never 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -48,6 +50,7 @@ class EmbeddedEngine:
         self._workers: list[StepWorker] = []
         self._models: dict[int, Any] = {}
         self._error = ""
+        self._load_seconds = 0.0
 
     async def start(self) -> None:
         from hibari.voices import voice_path
@@ -57,10 +60,12 @@ class EmbeddedEngine:
         except Exception as e:  # noqa: BLE001 - reported through status()
             self._error = f"hibari bundled voice unavailable: {e}"
             return
+        t0 = time.perf_counter()
         for i in range(self.instances):
             worker = StepWorker(f"embedded-{i}")
             self._workers.append(worker)
             await worker.call(lambda i=i: self._load(i, path))
+        self._load_seconds = time.perf_counter() - t0
 
     def _load(self, index: int, path: str) -> None:
         from hibari import Hibari
@@ -86,6 +91,15 @@ class EmbeddedEngine:
 
     def voices(self) -> list[Voice]:
         return [self._voice]
+
+    def metrics_snapshot(self) -> dict[str, float]:
+        """Worker counters summed over instances, streams in flight, model load time (see `Engine`)."""
+        numbers: dict[str, float] = {"model_load_seconds": self._load_seconds,
+                                     "active_streams": float(sum(w.load for w in self._workers))}
+        for worker in self._workers:
+            for key, value in dataclasses.asdict(worker.stats).items():
+                numbers[f"{key}_total"] = numbers.get(f"{key}_total", 0.0) + value
+        return numbers
 
     @property
     def workers(self) -> list[StepWorker]:

@@ -8,14 +8,18 @@ caller commits to a response, so HTTP can still answer 400/404/429/503 with a re
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .admission import AdmissionQueue, Slot
 from .base import AudioChunk, Engine, EngineStatus, Priority, SamplingParams, SynthesisRequest, Voice
 from .errors import EngineFailure, Unavailable
 from .registry import VoiceRegistry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +35,22 @@ class SpeechParams:
     priority: Priority = Priority.INTERACTIVE
     request_id: str = ""
     engine: str | None = None  # prefer this engine's voices (the request's `model` named it)
+    # Facts for observers (metrics, request logs), e.g. {"format": "mp3"}; synthesis never reads them.
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class SpeechObserver(Protocol):
+    """Told about every synthesis the service handles, whatever the transport; metrics and logs hang here.
+
+    Called on the event loop, so keep it quick; an exception raised by an observer is logged and
+    swallowed, never allowed to fail the request. `finished` runs exactly once per opened stream.
+    """
+
+    def refused(self, params: SpeechParams, error: BaseException, requested_at: float) -> None: ...
+
+    def opened(self, stream: SpeechStream) -> None: ...
+
+    def finished(self, stream: SpeechStream) -> None: ...
 
 
 class SpeechStream:
@@ -43,9 +63,22 @@ class SpeechStream:
         self._slot = slot
         self._first: AudioChunk | None = None
         self.started = time.monotonic()
+        self.requested_at = self.started  # open() moves it back to include the admission wait
         self.first_audio_at: float | None = None
+        self.ended_at: float | None = None
         self.audio_seconds = 0.0
         self.closed = False
+        self.params: SpeechParams | None = None
+        self.error: BaseException | None = None
+        self._completed = False
+        self._observer: SpeechObserver | None = None
+
+    @property
+    def outcome(self) -> str:
+        """ok (ran to the end), error (the engine failed or the deadline passed), or cancelled (closed early)."""
+        if self._completed:
+            return "ok"
+        return "error" if self.error is not None else "cancelled"
 
     async def _prime(self) -> None:
         try:
@@ -66,6 +99,12 @@ class SpeechStream:
             async for chunk in self._chunks:
                 self.audio_seconds += chunk.duration
                 yield chunk
+            self._completed = True
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the consumer went away: an outcome of "cancelled", not an error
+        except BaseException as e:
+            self.error = e
+            raise
         finally:
             await self.aclose()
 
@@ -73,10 +112,13 @@ class SpeechStream:
         if self.closed:
             return
         self.closed = True
+        self.ended_at = time.monotonic()
         try:
             await self._chunks.aclose()  # type: ignore[attr-defined]
         finally:
             self._slot.release()
+            if self._observer is not None:
+                _notify(self._observer.finished, self)
 
 
 class SpeechService:
@@ -88,8 +130,10 @@ class SpeechService:
         max_queue: int = 32,
         queue_timeout: float = 30.0,
         request_timeout: float = 300.0,
+        observer: SpeechObserver | None = None,
     ):
         """`engines` in preference order (primary first); each gets its own admission queue."""
+        self.observer = observer
         self.engines = {e.name: e for e in engines}
         self.primary = engines[0]
         self.registry = VoiceRegistry(engines)
@@ -111,6 +155,21 @@ class SpeechService:
 
     async def open(self, params: SpeechParams) -> SpeechStream:
         """Admit and start a synthesis; raises SpeechError subclasses before any audio exists."""
+        requested_at = time.monotonic()
+        try:
+            stream = await self._open(params)
+        except BaseException as e:
+            if self.observer is not None:
+                _notify(self.observer.refused, params, e, requested_at)
+            raise
+        stream.params = params
+        stream.requested_at = requested_at
+        if self.observer is not None:
+            stream._observer = self.observer
+            _notify(self.observer.opened, stream)
+        return stream
+
+    async def _open(self, params: SpeechParams) -> SpeechStream:
         voice = self.registry.resolve(params.voice, prefer=params.engine)
         engine = self.engines[voice.engine]
         status = engine.status()
@@ -143,3 +202,10 @@ class SpeechService:
             await stream.aclose()
             raise EngineFailure("the engine produced no audio for this input")
         return stream
+
+
+def _notify(callback: Callable[..., None], *args: object) -> None:
+    try:
+        callback(*args)
+    except Exception:  # noqa: BLE001 - observing must never break synthesis
+        log.exception("speech observer %s failed", getattr(callback, "__qualname__", callback))

@@ -1,0 +1,55 @@
+"""Logging: plain text for people, or one JSON object per line for log collectors (`--log-format json`).
+
+Either way the per-request line (`app.requests`) carries a JSON object, so it can be grepped and
+parsed from a text log too: in text mode it is the message after the usual prefix, in JSON mode its
+fields sit at the top level of the line beside `ts`, `level` and `logger`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+LOG_FORMATS = ("text", "json")
+_FIELDS = "fields"  # LogRecord attribute that carries an event's structured fields
+
+
+def log_event(logger: logging.Logger, level: int, fields: dict[str, Any]) -> None:
+    """Log one structured event; the message is the fields as compact JSON."""
+    if logger.isEnabledFor(level):
+        logger.log(level, msgspec.json.encode(fields).decode(), extra={_FIELDS: fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"ts", "level", "logger", ...}`: an event's fields, or `message` (and `exc`) for plain records."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, _FIELDS, None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return msgspec.json.encode(line, enc_hook=str).decode()
+
+
+def configure_logging(level: str = "info", log_format: str = "text") -> None:
+    """One handler on the root logger, on standard error; replaces whatever an import set up before."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
