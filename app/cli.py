@@ -108,6 +108,12 @@ def random_model(args: argparse.Namespace) -> None:
     print(f"wrote a random-weight {args.size} {args.kind} checkpoint to {path}")
 
 
+def openapi(args: argparse.Namespace) -> None:
+    from .openapi_export import write
+
+    sys.exit(write(Path(args.output), check=args.check))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speech-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=["tiny", "0.6b", "1.7b"], default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=random_model)
+
+    p = sub.add_parser("openapi", help="write the OpenAPI document of the API (openapi/openapi.json)")
+    p.add_argument("-o", "--output", default="openapi/openapi.json")
+    p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the code")
+    p.set_defaults(func=openapi)
     return parser
 
 

@@ -28,8 +28,9 @@ from weakref import WeakKeyDictionary
 
 from litestar import Request, Response, get
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
 from engine.errors import Overloaded, SpeechError, Unavailable
@@ -102,9 +103,6 @@ class GatewayMetrics:
     def bind(self, service: SpeechService | None) -> None:
         """Point the scrape-time gauges at the running service (None again at shutdown)."""
         self.service = service
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
 
     # -- WebSocket sessions (for the WebSocket routes to call) -------------------------------
     def ws_session_opened(self, route: str) -> None:
@@ -293,9 +291,9 @@ def _engine_families(service: SpeechService) -> Iterator[Metric]:
     yield from families.values()
 
 
-@get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST, include_in_schema=True,
-     sync_to_thread=False)
+@get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_PLAIN_0_0_4, sync_to_thread=False)
 def metrics_endpoint(request: Request) -> Response[bytes]:
-    """Prometheus text exposition of this process's metrics (no API key: scrapers rarely send one)."""
+    """Prometheus text format (OpenMetrics when the scraper asks for it); no API key: scrapers rarely send one."""
     metrics: GatewayMetrics = request.app.state.metrics
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    encoder, content_type = choose_encoder(request.headers.get("accept"))
+    return Response(encoder(metrics.registry), media_type=content_type)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
+from app.openapi_docs import error_responses
 from app.protocol import ENGINE_MODELS, OPENAI_MODELS, ModelCard, ModelList
 from engine.service import SpeechService
 
@@ -17,7 +19,9 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="Readiness: 200 once the primary engine can synthesize")
+@get("/readyz", summary="Readiness: 200 once the primary engine can synthesize",
+     responses={503: ResponseSpec(dict, description="Not ready: `reason` says why; retry after `Retry-After`",
+                                  generate_examples=False)})
 async def readyz(request: Request) -> Response:
     service: SpeechService | None = getattr(request.app.state, "service", None)
     if service is None:
@@ -33,7 +37,7 @@ async def readyz(request: Request) -> Response:
     return Response(body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "5"})
 
 
-@get("/v1/models", summary="List models")
+@get("/v1/models", summary="List models", responses=error_responses(401))
 async def list_models(request: Request) -> ModelList:
     service: SpeechService = request.app.state.service
     owner = "qwen-speech-gateway"

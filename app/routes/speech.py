@@ -6,7 +6,8 @@ from litestar import Request, post
 from litestar.response import Stream
 
 from app.encoding import CONTENT_TYPES
-from app.protocol import ErrorResponse, SpeechRequest
+from app.openapi_docs import AudioStreamOperation, error_responses
+from app.protocol import SpeechRequest
 from app.request_id import request_id_of
 from app.speech_serving import audio_body, sse_body, to_params
 from engine.service import SpeechService
@@ -17,7 +18,8 @@ from engine.service import SpeechService
     status_code=200,
     summary="Create speech",
     description="OpenAI-compatible text to speech, streamed with chunked transfer while synthesis runs.",
-    responses={400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse},
+    responses=error_responses(400, 401, 404, 429, 500, 503, 504),
+    operation_class=AudioStreamOperation,
 )
 async def create_speech(request: Request, data: SpeechRequest) -> Stream:
     service: SpeechService = request.app.state.service
