@@ -162,7 +162,7 @@ class Stopped(_Out, tag="stopped"):
 class Error(_Out, tag="error"):
     code: str
     message: str
-    recoverable: bool = True
+    recoverable: bool  # no default: omit_defaults would drop it, and the spec's clients read it
     retry_after: float | None = None
 
 

@@ -104,9 +104,10 @@ class SpeakSession:
                 try:
                     await self._handle(self.channel.parse(raw, SpeakClientEvent, SPEAK_TYPES))
                 except ProtocolError as e:
-                    await self.channel.send(Error(code=e.code, message=e.message))
+                    await self.channel.send(Error(code=e.code, message=e.message, recoverable=True))
                 except SpeechError as e:
-                    await self.channel.send(Error(code=error_code(e), message=e.message, retry_after=e.retry_after))
+                    await self.channel.send(Error(code=error_code(e), message=e.message, recoverable=True,
+                                                    retry_after=e.retry_after))
         except IdleTimeout:
             player.cancel_all()
             await self.channel.send(Stopped(reason="idle"))
@@ -188,6 +189,7 @@ class SpeakSession:
             ), utterance)
 
     async def fail(self, utterance: Utterance, code: str, message: str, retry_after: float | None) -> None:
-        if await self.channel.send(Error(code=code, message=message, retry_after=retry_after), utterance):
+        if await self.channel.send(Error(code=code, message=message, recoverable=True, retry_after=retry_after),
+                                   utterance):
             if utterance.bytes_sent:
                 await self.channel.send(AudioEnd(), utterance)
