@@ -18,6 +18,7 @@ from .errors import handle_exception
 from .logging_setup import configure_logging
 from .metrics import GatewayMetrics, metrics_endpoint
 from .request_id import request_id_middleware
+from .routes.batch import create_speech_batch
 from .routes.ops import healthz, list_models, readyz
 from .routes.speak_ws import speak_demo, speak_socket
 from .routes.speech import create_speech
@@ -53,7 +54,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics.bind(None)
             await service.close()
 
-    v1 = Router("/", route_handlers=[create_speech, list_models, list_voices], guards=[require_api_key])
+    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, list_voices],
+                guards=[require_api_key])
     app = Litestar(
         route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo],
         lifespan=[lifespan],
