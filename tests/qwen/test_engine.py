@@ -1,0 +1,269 @@
+"""QwenEngine on tiny random checkpoints: routing, audio shape, isolation, cancellation, runaway guard, loading."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.base import AudioChunk, SamplingParams, SynthesisRequest, Voice
+from engine.errors import InvalidRequest, Unavailable
+from engine.qwen.engine import QwenConfig, QwenEngine, frame_budget, normalize_language
+from engine.qwen.random_model import force_eos_after
+from engine.voice_store import SHIPPED_VOICES_DIR
+
+FRAME = 1920
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and two-thread OpenMP teams crawl on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., QwenEngine]]:
+    engines: list[QwenEngine] = []
+
+    async def make(**kw) -> QwenEngine:
+        kw.setdefault("voices_dirs", (SHIPPED_VOICES_DIR, tmp_path / "user-voices"))
+        engine = QwenEngine(QwenConfig(**kw))
+        engines.append(engine)
+        await engine.start()
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.close()
+
+
+def _voice(engine: QwenEngine, voice_id: str) -> Voice:
+    return next(v for v in engine.voices() if v.id == voice_id)
+
+
+def _request(engine: QwenEngine, voice_id: str, text: str = "Hello there.", **kw) -> SynthesisRequest:
+    return SynthesisRequest(text=text, voice=_voice(engine, voice_id), **kw)
+
+
+async def _collect(engine: QwenEngine, request: SynthesisRequest) -> list[AudioChunk]:
+    return [chunk async for chunk in engine.synthesize(request)]
+
+
+def _audio(chunks: list[AudioChunk]) -> np.ndarray:
+    return np.concatenate([c.samples for c in chunks])
+
+
+class NoEos:
+    """Pushes the EOS logit far down on every talker step: the model can never stop by itself."""
+
+    def __init__(self, loaded) -> None:
+        inner = loaded.model.model
+        self.eos = inner.config.talker_config.codec_eos_token_id
+        self._handle = inner.talker.codec_head.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        output = output.clone()
+        output[..., self.eos] -= 1e4
+        return output
+
+    def __enter__(self) -> NoEos:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("kind", "voice_id"),
+    [("base", "default"), ("custom_voice", "ryan"), ("voice_design", "narrator-design")],
+)
+async def test_each_voice_kind_speaks_on_its_model(make_engine, request, kind: str, voice_id: str) -> None:
+    engine = await make_engine(**{kind: str(request.getfixturevalue(f"tiny_{kind}_dir"))})
+    text = "Hello there. How are you?"
+    loaded_before = engine.status()
+    assert loaded_before.ready and loaded_before.loaded == ()  # lazily loadable, nothing loaded yet
+
+    chunks = await _collect(engine, _request(engine, voice_id, text, seed=1))
+    assert all(c.sample_rate == 24_000 and c.samples.dtype == np.float32 for c in chunks)
+    assert all(len(c.samples) > 0 and len(c.samples) % FRAME == 0 for c in chunks)
+    audio = _audio(chunks)
+    assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 1e-4
+    # Two sentence segments; random weights never stop early, so each runs to its frame budget.
+    budgets = [frame_budget(s, engine.config) for s in ("Hello there.", "How are you?")]
+    assert len(audio) <= sum(budgets) * FRAME
+    status = engine.status()
+    assert status.ready and status.loaded == (kind,)
+
+
+async def test_unservable_requests_name_the_missing_model_flag(make_engine, tiny_base_dir) -> None:
+    engine = await make_engine(base=str(tiny_base_dir))
+    ryan = Voice(id="ryan", name="Ryan", kind="speaker", engine="qwen", speaker="ryan")
+    with pytest.raises(InvalidRequest, match="CustomVoice.*--qwen-custom-voice"):
+        engine.synthesize(SynthesisRequest(text="Hi.", voice=ryan))
+    design = Voice(id="calm", name="Calm", kind="design", engine="qwen", description="A calm voice.")
+    with pytest.raises(InvalidRequest, match="--qwen-voice-design"):
+        engine.synthesize(SynthesisRequest(text="Hi.", voice=design))
+    embedded = Voice(id="hibari-heart", name="Heart", kind="builtin", engine="embedded")
+    with pytest.raises(InvalidRequest, match="not a Qwen3 voice"):
+        engine.synthesize(SynthesisRequest(text="Hi.", voice=embedded))
+    with pytest.raises(InvalidRequest) as e:
+        engine.synthesize(_request(engine, "default", language="klingon"))
+    assert e.value.param == "language"
+    with pytest.raises(InvalidRequest, match="empty"):
+        engine.synthesize(_request(engine, "default", text=" \n\t "))
+    # Only what the configured model serves is listed: the clone voice, carrying the OpenAI names.
+    voices = engine.voices()
+    assert [v.id for v in voices] == ["default"] and "alloy" in voices[0].aliases
+
+
+async def test_a_clone_voice_without_base_model(make_engine, tiny_custom_voice_dir) -> None:
+    engine = await make_engine(custom_voice=str(tiny_custom_voice_dir))
+    clone = Voice(id="default", name="Default", kind="clone", engine="qwen", ref_audio="x.wav", ref_text="Hi.")
+    with pytest.raises(InvalidRequest, match="Base model.*--qwen-base"):
+        engine.synthesize(SynthesisRequest(text="Hi.", voice=clone))
+    assert "default" in _voice(engine, "aiden").aliases  # the default voice falls back to a speaker
+
+
+def test_languages_and_budgets() -> None:
+    assert normalize_language("en-US") == "english" and normalize_language("ZH") == "chinese"
+    assert normalize_language(None) == "auto" and normalize_language("Japanese") == "japanese"
+    cfg = QwenConfig()
+    assert frame_budget("Hi.", cfg) == cfg.min_segment_frames
+    assert frame_budget("x" * 100, cfg) == 200
+    assert frame_budget("你好" * 50, cfg) == 400  # slow scripts get more frames per character
+    assert frame_budget("x" * 10_000, cfg) == cfg.max_segment_frames
+    assert frame_budget("x" * 100, cfg, max_new_tokens=8) == 7  # official meaning: N tokens, N - 1 frames
+
+
+async def test_concurrent_requests_equal_serial_ones(make_engine, tiny_base_dir, tiny_custom_voice_dir) -> None:
+    engine = await make_engine(base=str(tiny_base_dir), custom_voice=str(tiny_custom_voice_dir))
+    requests = [
+        _request(engine, "default", "Good morning. The weather is fine.", seed=11),
+        _request(engine, "ryan", "A different voice speaks here.", seed=22),
+        _request(engine, "vivian", "And a third one, with another seed.", seed=33),
+        _request(engine, "ryan", "Same voice, calmer.", seed=44, instructions="Speak calmly."),
+    ]
+    serial = [_audio(await _collect(engine, r)) for r in requests]
+    concurrent = await asyncio.gather(*(_collect(engine, r) for r in requests))
+    for alone, together in zip(serial, concurrent, strict=True):
+        assert np.array_equal(alone, _audio(together))
+    # The streams really interleaved on the workers (otherwise this test proves nothing).
+    assert engine.status().details["workers"]["custom_voice"][0]["steps"] > 0
+    assert not np.array_equal(serial[1][: len(serial[3])], serial[3][: len(serial[1])])
+
+
+async def test_closing_the_stream_stops_the_worker_within_a_frame(make_engine, tiny_custom_voice_dir) -> None:
+    engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), first_chunk_frames=1, chunk_frames=1)
+    text = "This sentence is long enough to keep the model busy for a good number of frames. " * 3
+    stream = engine.synthesize(_request(engine, "ryan", text, seed=0))
+    first = await stream.__anext__()
+    assert len(first.samples) == FRAME
+    worker = engine.pools["custom_voice"].workers[0]
+    cancelled = worker.stats.cancelled
+    steps_at_close = worker.stats.steps
+    await stream.aclose()
+    deadline = time.monotonic() + 10
+    while worker.stats.cancelled == cancelled and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    assert worker.stats.cancelled == cancelled + 1
+    assert worker.stats.steps - steps_at_close <= 1  # at most the step already running
+    await asyncio.sleep(0.2)
+    assert worker.load == 0 and worker.stats.steps - steps_at_close <= 1
+
+
+async def test_runaway_guard_bounds_output(make_engine, tiny_custom_voice_dir) -> None:
+    engine = await make_engine(custom_voice=str(tiny_custom_voice_dir))
+    pool = engine.pools["custom_voice"]
+    await pool.ensure_loaded(engine.config)
+    text = "Stop."
+    with NoEos(pool.models[0]):
+        audio = _audio(await _collect(engine, _request(engine, "ryan", text, seed=3)))
+        assert len(audio) == frame_budget(text, engine.config) * FRAME
+        capped = _audio(await _collect(engine, _request(engine, "ryan", text, seed=3,
+                                                         sampling=SamplingParams(max_new_tokens=6))))
+        assert len(capped) == 5 * FRAME
+    with force_eos_after(pool.models[0], 4):  # and a model that does stop is not padded out
+        stopped = _audio(await _collect(engine, _request(engine, "ryan", text, seed=3)))
+    assert len(stopped) == 4 * FRAME
+
+
+async def test_missing_checkpoint_is_not_ready(make_engine, tmp_path: Path) -> None:
+    engine = await make_engine(base=str(tmp_path / "no-such-checkpoint"))
+    status = engine.status()
+    assert not status.ready and "no-such-checkpoint" in status.reason and "Base" in status.reason
+    with pytest.raises(Unavailable, match="no-such-checkpoint"):
+        engine.synthesize(_request(engine, "default"))
+
+
+async def test_broken_checkpoint_fails_to_load(make_engine, tiny_base_dir, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_base_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    engine = await make_engine(base=str(broken))
+    assert engine.status().ready  # it resolves: the failure shows only when loading
+    with pytest.raises(Unavailable, match="failed to load"):
+        await _collect(engine, _request(engine, "default"))
+    status = engine.status()
+    assert not status.ready and "failed to load" in status.reason and status.loaded == ()
+    with pytest.raises(Unavailable):  # now refused before streaming, without another load attempt
+        engine.synthesize(_request(engine, "default"))
+    assert engine.pools["base"].loads == 1
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+async def test_lazy_load_happens_once_under_concurrency(make_engine, tiny_custom_voice_dir, instances: int) -> None:
+    engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), instances=instances)
+    pool = engine.pools["custom_voice"]
+    assert pool.loads == 0
+    short = SamplingParams(max_new_tokens=4)
+    requests = [_request(engine, v, seed=i, sampling=short) for i, v in enumerate(["ryan", "aiden", "sohee", "eric"])]
+    results = await asyncio.gather(*(_collect(engine, r) for r in requests))
+    assert all(len(_audio(r)) == 3 * FRAME for r in results)
+    assert pool.loads == instances  # one load per instance, however many requests raced for it
+    assert all(w.stats.started >= 1 for w in pool.workers)  # requests spread over the instances
+
+
+async def test_clone_prompt_is_computed_once_per_voice(make_engine, tiny_base_dir) -> None:
+    engine = await make_engine(base=str(tiny_base_dir))
+    short = SamplingParams(max_new_tokens=3)
+    await asyncio.gather(*(_collect(engine, _request(engine, "default", seed=i, sampling=short)) for i in range(3)))
+    await _collect(engine, _request(engine, "default", sampling=short))
+    assert engine.prompts.computed == 1 and engine.prompts.memory_hits >= 1
+    assert list(engine.config.prompt_cache_dir().rglob("*.safetensors"))  # stored for the next start
+
+
+async def test_preload_loads_and_warms_up(make_engine, tiny_base_dir, tiny_voice_design_dir) -> None:
+    engine = await make_engine(base=str(tiny_base_dir), voice_design=str(tiny_voice_design_dir), preload=True)
+    status = engine.status()
+    assert status.ready and set(status.loaded) == {"base", "voice_design"}
+    assert engine.prompts.computed == 1  # the warm-up already prepared the default voice
+    assert set(status.details["load_seconds"]) == {"base", "voice_design"}
+
+
+async def test_design_voice_with_extra_instructions(make_engine, tiny_voice_design_dir, monkeypatch) -> None:
+    import engine.qwen.streaming as streaming
+
+    seen: list[str | None] = []
+    original = streaming.prepare_inputs
+
+    def spy(loaded, **kw):
+        seen.append(kw["instruct"])
+        return original(loaded, **kw)
+
+    monkeypatch.setattr(streaming, "prepare_inputs", spy)
+    engine = await make_engine(voice_design=str(tiny_voice_design_dir))
+    voice = _voice(engine, "narrator-design")
+    short = SamplingParams(max_new_tokens=3)
+    await _collect(engine, _request(engine, "narrator-design", "One. Two.", sampling=short))
+    await _collect(engine, _request(engine, "narrator-design", sampling=short, instructions="  Whisper. "))
+    # The description is the instruct for every segment; request instructions are appended to it.
+    assert seen == [voice.description, voice.description, f"{voice.description} Whisper."]
