@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -114,7 +115,7 @@ class EmbeddedEngine:
             raise InvalidRequest(
                 f"the embedded voice speaks English only, not {request.language!r}", param="language"
             )
-        segments = split_sentences(request.text, self.max_segment_chars)
+        segments = split_sentences(_plain_digits(request.text), self.max_segment_chars)
         worker = min(self._workers, key=lambda w: w.load)
         index = self._workers.index(worker)
         seed = request.seed
@@ -139,3 +140,10 @@ async def _as_chunks(frames: AsyncIterator[np.ndarray]) -> AsyncIterator[AudioCh
             yield AudioChunk(samples)
     finally:
         await frames.aclose()  # type: ignore[attr-defined]
+
+
+def _plain_digits(text: str) -> str:
+    """NFKC, then ASCII for every other digit: hibari reads numbers with int(), which raises on the
+    superscript and circled digits that `str.isdigit()` (its test) accepts, e.g. '¹' or '❶'."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() else c for c in text)

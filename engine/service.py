@@ -16,7 +16,7 @@ from typing import Protocol
 
 from .admission import AdmissionQueue, Slot
 from .base import AudioChunk, Engine, EngineStatus, Priority, SamplingParams, SynthesisRequest, Voice
-from .errors import EngineFailure, Unavailable
+from .errors import InvalidRequest, Unavailable
 from .registry import VoiceRegistry
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,9 @@ class SpeechService:
             raise
         if stream._first is None:
             await stream.aclose()
-            raise EngineFailure("the engine produced no audio for this input")
+            # Only the text can make a working engine say nothing (emoji, control or unpronounceable
+            # characters): the caller's fault, not a server error.
+            raise InvalidRequest(f"nothing in 'input' can be spoken by voice {voice.id!r}", param="input")
         return stream
 
 
