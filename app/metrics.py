@@ -261,11 +261,12 @@ _DEDICATED = {
 
 
 def engine_numbers(engine: object) -> dict[str, float]:
-    """An engine's `metrics_snapshot()`, or what a `prompt_cache.stats` attribute tells when it has none."""
+    """An engine's `metrics_snapshot()`, or what its prompt cache's `stats` tell when it has none."""
     snapshot = getattr(engine, "metrics_snapshot", None)
     if callable(snapshot):
         return {str(k): float(v) for k, v in snapshot().items()}
-    stats = getattr(getattr(engine, "prompt_cache", None), "stats", None)
+    cache = getattr(engine, "prompt_cache", None) or getattr(engine, "prompts", None)
+    stats = getattr(cache, "stats", None)
     if stats is None:
         return {}
     return {"prompt_cache_hits_total": float(getattr(stats, "memory_hits", 0) + getattr(stats, "disk_hits", 0)),

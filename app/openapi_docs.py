@@ -36,12 +36,40 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
-_SSE_DESCRIPTION = (
-    "With `stream_format: sse`: `event: <type>` and `data: <json>` per event: `speech.audio.delta` "
-    "`{\"type\", \"audio\": <base64 chunk of the response_format>}`, then `speech.audio.done` "
-    "`{\"type\", \"usage\": {input_tokens, output_tokens, total_tokens}}`, or `speech.audio.error` "
-    "`{\"type\", \"error\": {message, type, param, code}}` when synthesis fails after the first byte."
-)
+_STR = Schema(type=OpenAPIType.STRING)
+_INT = Schema(type=OpenAPIType.INTEGER)
+_ERROR_DETAIL = Schema(type=OpenAPIType.OBJECT, required=["message", "type", "param", "code"], properties={
+    "message": _STR, "type": _STR, "param": Schema(one_of=[_STR, Schema(type=OpenAPIType.NULL)]),
+    "code": Schema(one_of=[_STR, Schema(type=OpenAPIType.NULL)])})
+SSE_PAYLOADS: dict[str, Schema] = {
+    "speech.audio.delta": Schema(type=OpenAPIType.OBJECT, required=["type", "audio"], properties={
+        "type": Schema(const="speech.audio.delta"),
+        "audio": Schema(type=OpenAPIType.STRING, content_encoding="base64",
+                        description="the next bytes of the stream in `response_format`")}),
+    "speech.audio.done": Schema(type=OpenAPIType.OBJECT, required=["type", "usage"], properties={
+        "type": Schema(const="speech.audio.done"),
+        "usage": Schema(type=OpenAPIType.OBJECT, required=["input_tokens", "output_tokens", "total_tokens"],
+                        properties={"input_tokens": _INT, "output_tokens": _INT, "total_tokens": _INT})}),
+    "speech.audio.error": Schema(type=OpenAPIType.OBJECT, required=["type", "error"], properties={
+        "type": Schema(const="speech.audio.error"), "error": _ERROR_DETAIL},
+        description="synthesis failed after the first byte; the stream ends here"),
+}
+
+
+def _sse_event() -> Schema:
+    """One Server-Sent Event (OpenAPI 3.1: the schema of an event stream describes each event)."""
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        required=["event", "data"],
+        properties={
+            "event": Schema(type=OpenAPIType.STRING, enum=list(SSE_PAYLOADS)),
+            "data": Schema(type=OpenAPIType.STRING, content_media_type="application/json",
+                           content_schema=Schema(one_of=list(SSE_PAYLOADS.values())),
+                           description="JSON whose `type` repeats the event name"),
+        },
+        description="`speech.audio.delta` events, then `speech.audio.done`, or `speech.audio.error` if synthesis "
+                    "fails after the first byte",
+    )
 
 
 def _audio_content() -> dict[str, OpenAPIMediaType]:
@@ -50,8 +78,7 @@ def _audio_content() -> dict[str, OpenAPIMediaType]:
                                                    description=f"`response_format: {fmt}`"))
         for fmt, media_type in CONTENT_TYPES.items()
     }
-    content["text/event-stream"] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING,
-                                                                  description=_SSE_DESCRIPTION))
+    content["text/event-stream"] = OpenAPIMediaType(schema=_sse_event())
     return content
 
 
@@ -70,3 +97,14 @@ class AudioStreamOperation(Operation):
             headers={"X-Voice": OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING),
                                               description="Id of the voice that speaks")},
         )
+
+
+@dataclass
+class JsonOrZipOperation(Operation):
+    """Adds `application/zip` beside the handler's JSON 200, for routes with an `output: zip` choice."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            ok.content["application/zip"] = OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.STRING, format="binary", description="with `output: zip`"))

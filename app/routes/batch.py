@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Request, Response, post
 
 from app.batch_serving import as_json, as_zip, run_batch
-from app.openapi_docs import error_responses
+from app.openapi_docs import JsonOrZipOperation, error_responses
 from app.protocol import BatchRequest, BatchResponse
 from app.request_id import request_id_of
 from engine.service import SpeechService
@@ -19,6 +19,7 @@ from engine.service import SpeechService
     "`output: json` answers with base64 audio per item; `output: zip` with an archive of files and "
     "results.json. A failed item carries its OpenAI error; the others still succeed.",
     responses=error_responses(400, 401),
+    operation_class=JsonOrZipOperation,
 )
 async def create_speech_batch(request: Request, data: BatchRequest) -> Response:
     service: SpeechService = request.app.state.service
