@@ -66,6 +66,8 @@ class QwenConfig:
     from the local HF cache unless `allow_download`); None leaves that model kind out.
     dtype None: bfloat16 on cuda, float32 on cpu. attn None: flash-attn on cuda if installed, else sdpa.
     instances: model copies (one StepWorker each) per configured kind.
+    torch_threads: if set, `torch.set_num_threads` at start (process-wide): cores / instances avoids
+    OpenMP teams fighting over cores, which on a busy CPU slows small models down many times.
     preload: load and warm up every configured model in `start()`; otherwise on first use.
     voices_dirs: voice folders in override order; the last one is the user's (writable) folder.
     cache_dir: the disk clone-prompt cache; None → `<last voices dir>/.prompt-cache` (memory only
@@ -82,6 +84,7 @@ class QwenConfig:
     attn: str | None = None
     allow_download: bool = False
     instances: int = 1
+    torch_threads: int | None = None
     preload: bool = False
     first_chunk_frames: int = 2
     chunk_frames: int = 8
@@ -148,6 +151,8 @@ class _ModelPool:
             raise Unavailable(self.error)
         if self._task is None:
             self._task = asyncio.ensure_future(self._load_all(config))
+            # Retrieve a failure even if every waiter went away (it is kept in self.error).
+            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
         # shield: a request that goes away must not abort a load other requests wait for.
         await asyncio.shield(self._task)
 
@@ -203,6 +208,10 @@ class QwenEngine:
         from .loader import resolve_checkpoint
         from .prompts import ClonePromptCache
 
+        if self.config.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.config.torch_threads)
         self.prompts = ClonePromptCache(self.config.prompt_cache_dir(), self.config.prompt_cache_size)
         for kind, source in self.config.sources().items():
             try:
@@ -259,6 +268,27 @@ class QwenEngine:
             details["prompt_cache"] = dict(vars(self.prompts.stats), entries=len(self.prompts))
         return EngineStatus(name=self.name, ready=not problems, reason="; ".join(problems), loaded=loaded,
                             details=details)
+
+    def metrics_snapshot(self) -> dict[str, float]:
+        """Numbers for /metrics (see `engine.base.Engine`): worker counters summed, cache, loads."""
+        workers = [w for p in self.pools.values() for w in p.workers]
+        numbers: dict[str, float] = {
+            "active_streams": float(sum(w.load for w in workers)),
+            "loaded_models": float(sum(len(p.models) for p in self.pools.values())),
+        }
+        loads = [m.load_seconds for p in self.pools.values() for m in p.models]
+        if loads:
+            numbers["model_load_seconds"] = loads[-1]
+        for w in workers:
+            for key, value in vars(w.stats).items():
+                numbers[f"{key}_total"] = numbers.get(f"{key}_total", 0.0) + float(value)
+        if self.prompts is not None:
+            stats = self.prompts.stats
+            numbers["prompt_cache_hits_total"] = float(stats.memory_hits + stats.disk_hits + stats.joined)
+            numbers["prompt_cache_misses_total"] = float(stats.computed)
+            numbers["prompt_compute_seconds_total"] = stats.compute_seconds
+            numbers["prompt_cache_entries"] = float(len(self.prompts))
+        return numbers
 
     def voices(self) -> list[Voice]:
         kinds = self.config.sources()

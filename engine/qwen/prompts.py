@@ -84,9 +84,10 @@ class ReferenceClip:
 
 @dataclass
 class PromptCacheStats:
-    computed: int = 0
-    memory_hits: int = 0
-    disk_hits: int = 0
+    computed: int = 0  # prompts computed from reference audio
+    memory_hits: int = 0  # served from the in-memory LRU
+    disk_hits: int = 0  # loaded from the disk cache (then kept in memory)
+    joined: int = 0  # waited for a computation or disk load another request had started
     compute_seconds: float = 0.0
 
 
@@ -127,7 +128,9 @@ class ClonePromptCache:
             self.stats.memory_hits += 1
             return item
         task = self._inflight.get(key)
-        if task is None:
+        if task is not None:
+            self.stats.joined += 1
+        else:
             task = asyncio.ensure_future(self._fill(key, loaded, clip, run))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._done(key, t))

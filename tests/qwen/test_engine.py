@@ -168,6 +168,8 @@ async def test_closing_the_stream_stops_the_worker_within_a_frame(make_engine, t
     first = await stream.__anext__()
     assert len(first.samples) == FRAME
     worker = engine.pools["custom_voice"].workers[0]
+    while worker.load > 1:  # let the worker retire the finished model-load call first
+        await asyncio.sleep(0.001)
     cancelled = worker.stats.cancelled
     steps_at_close = worker.stats.steps
     await stream.aclose()
@@ -239,6 +241,9 @@ async def test_clone_prompt_is_computed_once_per_voice(make_engine, tiny_base_di
     await _collect(engine, _request(engine, "default", sampling=short))
     assert engine.prompts.computed == 1 and engine.prompts.memory_hits >= 1
     assert list(engine.config.prompt_cache_dir().rglob("*.safetensors"))  # stored for the next start
+    numbers = engine.metrics_snapshot()
+    assert numbers["prompt_cache_misses_total"] == 1 and numbers["prompt_cache_hits_total"] == 3
+    assert numbers["finished_total"] >= 4 and numbers["loaded_models"] == 1 and numbers["model_load_seconds"] > 0
 
 
 async def test_preload_loads_and_warms_up(make_engine, tiny_base_dir, tiny_voice_design_dir) -> None:

@@ -82,7 +82,7 @@ async def test_concurrent_first_requests_compute_once(tiny_base_model, clip, wor
         return worker.call(fn)
 
     results = await asyncio.gather(*(cache.get(tiny_base_model, clip, counting_run) for _ in range(5)))
-    assert cache.computed == 1 and len(calls) == 1
+    assert cache.computed == 1 and len(calls) == 1 and cache.stats.joined == 4
     assert all(r is results[0] for r in results)
 
 
