@@ -1,0 +1,138 @@
+"""The gateway's own overhead: first audio and real-time factor over HTTP versus the engine in-process.
+
+    python -m bench.overhead                          # embedded engine, starts its own server
+    python -m bench.overhead --concurrency 1 4 8 --rounds 12
+
+In-process means `SpeechService.open()` and iterating the stream in this process: the engine, its step
+worker and admission, but no HTTP, no encoding, no second process. Over HTTP means a streaming POST
+/v1/audio/speech (pcm) to a gateway on loopback, timed to the first body byte and the last. For each
+concurrency level both run the same texts with that many clients at once; the difference is what the
+gateway adds. Prints one JSON object. Bounded by --rounds; loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TEXT = ("Streaming speech starts playing before the whole text is done. This is the second sentence of the "
+        "benchmark, a little longer than the first. And a third one closes it.")
+SAMPLE_RATE = 24000
+
+
+def summarize(first: list[float], total: list[float], audio: list[float], wall: float) -> dict:
+    """Per-request first-audio and RTF medians/p95, and the aggregate audio seconds per wall second."""
+    rtf = [t / a for t, a in zip(total, audio, strict=True) if a]
+    ordered = sorted(first)
+    return {
+        "first_audio_ms": {"p50": round(statistics.median(first) * 1000, 1),
+                           "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000, 1)},
+        "rtf": {"p50": round(statistics.median(rtf), 4), "max": round(max(rtf), 4)},
+        "audio_seconds_per_s": round(sum(audio) / wall, 2),
+        "requests": len(first),
+    }
+
+
+async def in_process(concurrency: int, rounds: int) -> dict:
+    from engine.embedded import EmbeddedEngine
+    from engine.service import SpeechParams, SpeechService
+
+    service = SpeechService([EmbeddedEngine()], max_concurrent=4, max_queue=256)
+    await service.start()
+    first, total, audio = [], [], []
+
+    async def one() -> None:
+        t0 = time.perf_counter()
+        stream = await service.open(SpeechParams(text=TEXT, voice="alloy", seed=1))
+        seconds, got_first = 0.0, None
+        async for chunk in stream:
+            got_first = got_first if got_first is not None else time.perf_counter() - t0
+            seconds += chunk.duration
+        first.append(got_first or 0.0)
+        total.append(time.perf_counter() - t0)
+        audio.append(seconds)
+
+    try:
+        await one()  # warm-up, not counted
+        first.clear(), total.clear(), audio.clear()
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            await asyncio.gather(*(one() for _ in range(concurrency)))
+        return summarize(first, total, audio, time.perf_counter() - t0)
+    finally:
+        await service.close()
+
+
+async def over_http(url: str, concurrency: int, rounds: int) -> dict:
+    body = {"model": "tts-1", "voice": "alloy", "input": TEXT, "response_format": "pcm", "seed": 1}
+    first, total, audio = [], [], []
+    limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def one() -> None:
+            t0 = time.perf_counter()
+            size, got_first = 0, None
+            async with client.stream("POST", url + "/v1/audio/speech", json=body) as response:
+                response.raise_for_status()
+                async for chunk in response.aiter_bytes():
+                    got_first = got_first if got_first is not None else time.perf_counter() - t0
+                    size += len(chunk)
+            first.append(got_first or 0.0)
+            total.append(time.perf_counter() - t0)
+            audio.append(size / 2 / SAMPLE_RATE)
+
+        await one()
+        first.clear(), total.clear(), audio.clear()
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            await asyncio.gather(*(one() for _ in range(concurrency)))
+        return summarize(first, total, audio, time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running embedded-engine gateway on loopback (default: start one)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--rounds", type=int, default=10, help="batches of `concurrency` requests per level")
+    args = parser.parse_args(argv)
+    server = None
+    if args.url:
+        if httpx.URL(args.url).host not in ("127.0.0.1", "localhost", "::1"):
+            parser.error("benchmarks only target loopback addresses")
+        url = args.url.rstrip("/")
+    else:
+        from tests.server import start_server
+
+        server = start_server(Path(tempfile.mkdtemp(prefix="bench-overhead-")), "--max-queue", "256")
+        url = server.url
+    levels = {}
+    try:
+        for c in args.concurrency:
+            direct = asyncio.run(in_process(c, args.rounds))
+            http = asyncio.run(over_http(url, c, args.rounds))
+            levels[str(c)] = {
+                "in_process": direct,
+                "http": http,
+                "overhead_first_audio_ms_p50": round(http["first_audio_ms"]["p50"] - direct["first_audio_ms"]["p50"], 1),
+                "overhead_rtf_p50": round(http["rtf"]["p50"] - direct["rtf"]["p50"], 4),
+            }
+    finally:
+        if server is not None:
+            server.stop()
+    print(json.dumps({"engine": "embedded", "text_chars": len(TEXT), "rounds": args.rounds, "concurrency": levels},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()
