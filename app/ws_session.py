@@ -102,13 +102,14 @@ class WsChannel:
             try:
                 if isinstance(data, bytes):
                     await self.socket.send_bytes(data)
-                    utterance.bytes_sent += len(data)  # type: ignore[union-attr]
                 else:
                     await self.socket.send_text(data)
             except Exception as e:  # noqa: BLE001 - any send failure means the client is gone
                 log.debug("websocket send failed: %r", e)
                 self.closed = True
                 return False
+            if utterance is not None and isinstance(data, bytes):
+                utterance.bytes_sent += len(data)
             return True
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
