@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 
 from engine.base import SAMPLE_RATE, AudioChunk, EngineStatus, SynthesisRequest, Voice
-from engine.errors import DeadlineExceeded, EngineFailure, InvalidRequest, SpeechError, Unavailable
+from engine.errors import DeadlineExceeded, InvalidRequest, SpeechError, Unavailable
 from engine.text import split_sentences
-from engine.voice_store import SHIPPED_VOICES_DIR, VoiceStore, read_reference
+from engine.voice_store import SHIPPED_VOICES_DIR, VoiceStore
 from engine.worker import StepWorker
 
-from .voices import qwen_voices
+from .custom_voices import CloneVoices, InlineVoice, reference_clip
+from .voices import DEFAULT_VOICE, qwen_voices
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class _ModelPool:
             self.loads += 1
             with _LOAD_LOCK:
                 return load_model(self.source, device=config.device, dtype=config.dtype, attn=config.attn,
-                              allow_download=config.allow_download)
+                                  allow_download=config.allow_download)
 
         label = MODEL_LABEL[self.kind]
         try:
@@ -201,6 +202,7 @@ class QwenEngine:
         self.pools: dict[str, _ModelPool] = {}
         self._unresolved: dict[str, str] = {}
         self._started = False
+        self.clones = CloneVoices(self)  # inline clones, prompts prepared ahead / forgotten on delete
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -213,6 +215,7 @@ class QwenEngine:
 
             torch.set_num_threads(self.config.torch_threads)
         self.prompts = ClonePromptCache(self.config.prompt_cache_dir(), self.config.prompt_cache_size)
+        await self.clones.start()
         for kind, source in self.config.sources().items():
             try:
                 await asyncio.to_thread(resolve_checkpoint, source, self.config.allow_download)
@@ -229,9 +232,11 @@ class QwenEngine:
     async def _warm_up(self, kind: str) -> None:
         """Load, then synthesize a few frames so first-request costs (allocations, prompt) are paid now."""
         await self.pools[kind].ensure_loaded(self.config)
-        voice = next((v for v in self.voices() if VOICE_KIND_TO_MODEL.get(v.kind) == kind), None)
-        if voice is None:
+        candidates = [v for v in self.voices() if VOICE_KIND_TO_MODEL.get(v.kind) == kind]
+        if not candidates:
             return
+        # The default voice first: warming up computes (and caches) the clone prompt most requests use.
+        voice = min(candidates, key=lambda v: DEFAULT_VOICE not in (v.id, *v.aliases))
         from engine.base import SamplingParams
 
         request = SynthesisRequest(text="Hello.", voice=voice, seed=0, sampling=SamplingParams(max_new_tokens=4))
@@ -242,6 +247,7 @@ class QwenEngine:
             log.warning("warm-up of the Qwen3 %s model failed: %s", MODEL_LABEL[kind], e.message)
 
     async def close(self) -> None:
+        await self.clones.close()
         pools, self.pools = self.pools, {}
         self._started = False
         workers = [w for p in pools.values() for w in p.workers]
@@ -314,7 +320,7 @@ class QwenEngine:
         pool = self.pools[kind]
         if pool.error:
             raise Unavailable(pool.error)
-        if voice.kind == "clone" and not voice.ref_audio:
+        if voice.kind == "clone" and not voice.ref_audio and not isinstance(voice, InlineVoice):
             raise InvalidRequest(f"clone voice {voice.id!r} has no reference audio", param="voice")
         language = normalize_language(request.language)
         segments = split_sentences(request.text, self.config.max_segment_chars)
@@ -368,11 +374,6 @@ class QwenEngine:
             await frames.aclose()  # type: ignore[attr-defined]  # cancels the worker stream if still running
 
     async def _clone_prompt(self, voice: Voice, loaded: Any, worker: StepWorker) -> Any:
-        from .prompts import ReferenceClip
-
-        try:
-            audio, sr = await asyncio.to_thread(read_reference, voice.ref_audio)
-        except (OSError, ValueError) as e:
-            raise EngineFailure(f"reference audio of voice {voice.id!r} cannot be read: {e}") from e
-        clip = ReferenceClip(audio, sr, voice.ref_text, voice.x_vector_only)
-        return await self.prompts.get(loaded, clip, worker.call)
+        # An inline clone's prompt stays in memory: one-off requests must not grow the disk cache.
+        return await self.prompts.get(loaded, await reference_clip(voice), worker.call,
+                                      persist=not isinstance(voice, InlineVoice))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +120,6 @@ def test_later_dirs_override_and_changes_are_seen(tmp_path: Path) -> None:
 
 def test_wav_codec_downmixes_and_rejects_garbage() -> None:
     stereo = np.stack([_tone(0.1), -_tone(0.1)], axis=1)
-    import io
-    import wave
-
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(2)
