@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from engine.qwen.engine import QwenConfig, QwenEngine
@@ -20,6 +21,8 @@ def qwen_config(settings: Settings) -> QwenConfig:
         attn=settings.attn,
         allow_download=settings.allow_download,
         instances=settings.qwen_instances,
+        # Workers of all kinds share the cores; oversubscribed torch threads run several times slower.
+        torch_threads=settings.qwen_threads or max(1, (os.cpu_count() or 1) // max(1, settings.qwen_instances)),
         preload=settings.preload,
         first_chunk_frames=settings.first_chunk_frames,
         chunk_frames=settings.chunk_frames,

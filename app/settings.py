@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     first_chunk_frames: int = 2
     chunk_frames: int = 8
     prompt_cache_size: int = 32
+    qwen_threads: int | None = None
     # WebSockets (/api/v1/speak, /v1/audio/speech/stream)
     ws_idle_timeout: float = 300.0
     ws_max_queued_utterances: int = 8
@@ -102,6 +103,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("first_chunk_frames", "--first-chunk-frames", "codec frames (80 ms each) in the first audio chunk", int),
     Option("chunk_frames", "--chunk-frames", "codec frames in each later audio chunk", int),
     Option("prompt_cache_size", "--prompt-cache-size", "voice-clone prompts kept in memory (LRU)", int),
+    Option("qwen_threads", "--qwen-threads", "torch CPU threads per Qwen worker (default: cores / instances)", int),
     Option("ws_idle_timeout", "--ws-idle-timeout", "seconds a speech WebSocket may stay silent and idle before it is closed", float),
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),
