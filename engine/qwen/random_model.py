@@ -160,7 +160,7 @@ def _write_text_tokenizer(out: Path) -> None:
     from transformers import Qwen2TokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(_TEXT_SPECIALS)}
-    for ch in pre_tokenizers.ByteLevel.alphabet():
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):  # a set: unordered, varies with PYTHONHASHSEED
         vocab.setdefault(ch, len(vocab))
     word, merges = "assistant", []
     for i in range(2, len(word) + 1):
