@@ -2,7 +2,10 @@
 
     SpeechError
     ├── InvalidRequest          400  the caller asked for something impossible
-    │   └── VoiceNotFound       404  no voice by that name
+    │   ├── VoiceNotFound       404  no voice by that name
+    │   ├── Forbidden           403  the voice exists but may not be changed (shipped, built in)
+    │   ├── Conflict            409  a voice by that name exists already (the SDK must not retry)
+    │   └── PayloadTooLarge     413  the upload is bigger than allowed
     ├── Overloaded              429  admission queue full or queue wait too long (retry later)
     ├── Unavailable             503  engine not loaded yet, or failed to load (retry later)
     ├── DeadlineExceeded        504  synthesis ran past the request's deadline
@@ -36,6 +39,21 @@ class VoiceNotFound(InvalidRequest):
 
     def __init__(self, message: str, *, param: str | None = "voice", retry_after: float | None = None):
         super().__init__(message, param=param, retry_after=retry_after)
+
+
+class Forbidden(InvalidRequest):
+    status = 403
+    code = "voice_protected"
+
+
+class Conflict(InvalidRequest):
+    status = 409
+    code = "voice_exists"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    code = "payload_too_large"
 
 
 class Overloaded(SpeechError):

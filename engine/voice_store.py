@@ -9,7 +9,14 @@ each, so one bad upload never hides the others. A later folder overrides an earl
 same id, so a user can replace a shipped voice without touching the install.
 
 `save_voice` writes a voice the way a crash cannot half-write it: everything goes to a temporary
-folder next to the target, is fsynced, and is renamed into place in one step.
+folder next to the target, is fsynced, and is renamed into place in one step. `delete_voice` is the
+mirror image: one rename to a hidden name (the voice is gone for every reader at once), then removal.
+A crash between the steps leaves only hidden `.tmp-*` / `.old-*` / `.del-*` folders, which readers
+skip and `work_folders.clean_stale_entries` removes at the next start. Their names carry the writer's pid and host,
+so a process starting beside others on a shared folder never removes a write still in progress.
+
+Several gateway processes may share one voices folder: `VoiceStore` notices their additions and
+deletions through the folder's mtime (see `VoiceStore` for the same-tick race it guards against).
 
 This module needs only the standard library and numpy (no torch, no soundfile), so the gateway can
 list voices without the Qwen extras installed.
@@ -17,6 +24,7 @@ list voices without the Qwen extras installed.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -33,6 +41,7 @@ import msgspec
 import numpy as np
 
 from .base import SAMPLE_RATE, Voice
+from .work_folders import work_prefix
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +67,7 @@ class VoiceManifest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unk
     speaker: str | None = None  # speaker: the CustomVoice speaker name
     created_at: int = 0
     source: str = "uploaded"  # shipped | uploaded | designed
+    consent: str | None = None  # uploaded: the consent recording id the client sent (OpenAI's field), kept as given
 
     def problem(self) -> str | None:
         """Why this manifest cannot describe a usable voice, or None if it can."""
@@ -169,14 +179,23 @@ def load_voice_folder(folder: Path, engine: str = "qwen") -> Voice:
 class VoiceStore:
     """The voices found in a list of folders; rescans a folder only when its mtime changes.
 
-    Adding, replacing or removing a voice folder (the rename `save_voice` does) changes the parent
-    folder's mtime, so `voices()` stays current without a rescan on every call.
+    Adding, replacing or removing a voice folder (the renames `save_voice` and `delete_voice` do)
+    changes the parent folder's mtime, so `voices()` stays current without a rescan on every call,
+    also for changes made by another process sharing the folder.
+
+    Same-tick guard: file systems stamp mtimes from a coarse clock (a kernel tick, a second on some
+    network file systems), so a change made just after a scan can leave the mtime as it was. A scan
+    is trusted only once the folder's mtime is `settle_seconds` older than the scan; until then every
+    call rescans. Rescans are cheap: a voice folder is never modified in place (it is renamed in
+    whole), so each one is re-read only when its own identity (inode, mtimes, sizes) changed.
     """
 
-    def __init__(self, dirs: Iterable[str | os.PathLike[str]], *, engine: str = "qwen"):
+    def __init__(self, dirs: Iterable[str | os.PathLike[str]], *, engine: str = "qwen", settle_seconds: float = 2.0):
         self.dirs = [Path(d) for d in dirs]
         self.engine = engine
-        self._seen: dict[Path, tuple[int, list[Voice]]] = {}
+        self.settle_ns = int(settle_seconds * 1e9)
+        self._seen: dict[Path, tuple[int, bool, list[Voice]]] = {}  # dir → (mtime, settled, voices)
+        self._folders: dict[Path, tuple[tuple, Voice | None]] = {}  # voice folder → (identity, voice or None)
 
     def voices(self) -> list[Voice]:
         """All valid voices, later folders overriding earlier ones by id, sorted by id."""
@@ -184,7 +203,7 @@ class VoiceStore:
         for d in self.dirs:
             for v in self._scan(d):
                 if v.id in by_id:
-                    log.info("voice %r in %s overrides the one in an earlier voices folder", v.id, d)
+                    log.debug("voice %r in %s overrides the one in an earlier voices folder", v.id, d)
                 by_id[v.id] = v
         return sorted(by_id.values(), key=lambda v: v.id)
 
@@ -197,16 +216,47 @@ class VoiceStore:
         except FileNotFoundError:
             return []
         cached = self._seen.get(d)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        found: list[Voice] = []
-        for folder in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            try:
-                found.append(load_voice_folder(folder, self.engine))
-            except (ValueError, OSError) as e:
-                log.warning("ignoring voice folder %s: %s", folder, e)
-        self._seen[d] = (mtime, found)
+        if cached is not None and cached[0] == mtime and cached[1]:
+            return cached[2]
+        scanned_at = time.time_ns()
+        try:
+            folders = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except FileNotFoundError:
+            return []
+        found = [v for v in map(self._load, folders) if v is not None]
+        listed = set(folders)
+        self._folders = {f: e for f, e in self._folders.items() if f.parent != d or f in listed}
+        self._seen[d] = (mtime, scanned_at - mtime > self.settle_ns, found)
         return found
+
+    def _load(self, folder: Path) -> Voice | None:
+        try:
+            identity = _folder_identity(folder)
+        except OSError:
+            return None  # removed while we looked
+        cached = self._folders.get(folder)
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        voice: Voice | None = None
+        try:
+            voice = load_voice_folder(folder, self.engine)
+        except (ValueError, OSError) as e:
+            log.warning("ignoring voice folder %s: %s", folder, e)  # once per change, not per scan
+        self._folders[folder] = (identity, voice)
+        return voice
+
+
+def _folder_identity(folder: Path) -> tuple:
+    """What changes whenever a voice folder or its files are replaced or edited."""
+    st = folder.stat()
+    files = []
+    for name in (MANIFEST, REFERENCE):
+        try:
+            f = (folder / name).stat()
+            files.append((f.st_ino, f.st_mtime_ns, f.st_size))
+        except FileNotFoundError:
+            files.append(None)
+    return (st.st_ino, st.st_mtime_ns, *files)
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -236,7 +286,7 @@ def save_voice(
         raise FileExistsError(f"voice {manifest.id!r} already exists in {root}")
     if not manifest.created_at:
         manifest = msgspec.structs.replace(manifest, created_at=int(time.time()))
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{manifest.id}-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=work_prefix("tmp", manifest.id), dir=root))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a voice folder is as readable as its parent
         _write_synced(tmp / MANIFEST, msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")
@@ -244,10 +294,17 @@ def save_voice(
             _write_synced(tmp / REFERENCE, encode_wav(audio, sample_rate))
         _fsync_dir(tmp)
         old = None
-        if target.exists():
-            old = root / f".old-{manifest.id}-{os.getpid()}-{time.monotonic_ns()}"
+        if target.exists() and replace:
+            old = root / f"{work_prefix('old', manifest.id)}{time.monotonic_ns()}"
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            # Another writer (a concurrent upload, another process) got there first: renaming onto a
+            # non-empty folder fails atomically, so exactly one of them wins.
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY) and not replace:
+                raise FileExistsError(f"voice {manifest.id!r} already exists in {root}") from None
+            raise
         _fsync_dir(root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -255,6 +312,26 @@ def save_voice(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def delete_voice(voices_dir: str | os.PathLike[str], voice_id: str) -> bool:
+    """Remove the voice folder `<voices_dir>/<voice_id>`; False if there is none.
+
+    One rename to a hidden `.del-*` name makes the voice disappear for every reader at once (and
+    makes a concurrent second delete find nothing); the files are removed after that. A crash in
+    between leaves only the hidden folder, which `clean_stale_entries` removes.
+    """
+    if not _ID.match(voice_id):
+        return False
+    root = Path(voices_dir)
+    gone = root / f"{work_prefix('del', voice_id)}{time.monotonic_ns()}"
+    try:
+        os.rename(root / voice_id, gone)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    _fsync_dir(root)
+    shutil.rmtree(gone, ignore_errors=True)
+    return True
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -18,6 +18,11 @@ x-vector flag): a different checkpoint, clip, transcript or mode is a different 
 Concurrent first requests for one voice share one computation (single flight); a caller that goes
 away does not cancel the computation the others are waiting for.
 
+`persist=False` (inline clones: audio sent with one request) keeps a new prompt in memory only, so
+one-off requests cannot grow the disk cache without bound; it still reads the disk, so an inline
+clip equal to a stored voice's reference reuses that voice's prompt. `evict(digest)` forgets every
+prompt of one reference, in memory and on disk (a deleted voice), after any computation in flight.
+
 Silence padding: 0.5 s of silence is appended to the reference before the prompt is computed.
 In ICL mode the model continues the reference's codec frames, and a clip that ends mid-phoneme
 leaks that phoneme into the first generated frames; ending the reference on silence makes the
@@ -119,8 +124,10 @@ class ClonePromptCache:
     def __len__(self) -> int:
         return len(self._memory)
 
-    async def get(self, loaded: PromptModel, clip: ReferenceClip, run: Runner) -> VoiceClonePromptItem:
-        """The prompt for `clip` on `loaded`'s model: from memory, else disk, else computed via `run`."""
+    async def get(self, loaded: PromptModel, clip: ReferenceClip, run: Runner, *, persist: bool = True
+                  ) -> VoiceClonePromptItem:
+        """The prompt for `clip` on `loaded`'s model: from memory, else disk, else computed via `run`
+        (and stored on disk when `persist`)."""
         key = (loaded.identity, clip.digest())
         item = self._memory.get(key)
         if item is not None:
@@ -131,7 +138,7 @@ class ClonePromptCache:
         if task is not None:
             self.stats.joined += 1
         else:
-            task = asyncio.ensure_future(self._fill(key, loaded, clip, run))
+            task = asyncio.ensure_future(self._fill(key, loaded, clip, run, persist))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._done(key, t))
         # shield: one waiter being cancelled must not cancel the computation the others share.
@@ -142,7 +149,23 @@ class ClonePromptCache:
         if not task.cancelled():
             task.exception()  # mark it retrieved: the waiters (if any are left) re-raise it themselves
 
-    async def _fill(self, key: tuple[str, str], loaded: PromptModel, clip: ReferenceClip, run: Runner):
+    async def evict(self, digest: str) -> int:
+        """Forget every prompt made from the reference with this `ReferenceClip.digest()`, whatever the
+        model; returns how many entries (memory and files) went. Waits for computations in flight
+        first, so none of them writes the prompt back after the eviction."""
+        pending = [task for key, task in self._inflight.items() if key[1] == digest]
+        if pending:
+            await asyncio.wait(pending)  # never raises their errors, never cancels them
+        gone = [key for key in self._memory if key[1] == digest]
+        for key in gone:
+            del self._memory[key]
+        files = list(self.cache_dir.glob(f"*/{digest}.safetensors")) if self.cache_dir is not None else []
+        for path in files:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        return len(gone) + len(files)
+
+    async def _fill(self, key: tuple[str, str], loaded: PromptModel, clip: ReferenceClip, run: Runner,
+                    persist: bool = True):
         path = self._path(key)
         item = await asyncio.to_thread(self._read, path, key[0], loaded.device) if path else None
         if item is not None:
@@ -152,7 +175,7 @@ class ClonePromptCache:
             item = await run(lambda: compute_prompt(loaded.model, clip))
             self.stats.compute_seconds += time.perf_counter() - t0
             self.stats.computed += 1
-            if path is not None:
+            if path is not None and persist:
                 try:
                     await asyncio.to_thread(_write_atomic, path, _serialize(item, key[0]))
                 except OSError as e:  # a read-only or full disk costs a recompute after restart, no more
