@@ -23,7 +23,7 @@ from .routes.ops import healthz, list_models, readyz
 from .routes.speak_ws import speak_demo, speak_socket
 from .routes.speech import create_speech
 from .routes.stream_ws import speech_stream_socket
-from .routes.voices import list_voices
+from .routes.voices import VOICE_ROUTES
 from .settings import Settings, load_settings
 
 log = logging.getLogger("app")
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics.bind(None)
             await service.close()
 
-    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, list_voices],
+    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, *VOICE_ROUTES],
                 guards=[require_api_key])
     app = Litestar(
         route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo],

@@ -9,18 +9,20 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import msgspec
 import numpy as np
 
-from engine.base import Priority, SamplingParams
+from engine.base import Priority, SamplingParams, Voice
 from engine.errors import InvalidRequest, SpeechError
 from engine.languages import normalize_language
-from engine.service import SpeechParams, SpeechStream
+from engine.service import SpeechParams, SpeechService, SpeechStream
 
 from .encoding import encode_stream
 from .errors import error_body, speech_error_body
 from .protocol import ENGINE_MODELS, OPENAI_MODELS, SpeechRequest, Usage
+from .voices_serving import inline_voice
 
 log = logging.getLogger("app.speech")
 FRAME_RATE = 12.5  # Qwen3 codec frames per second: the unit of output "tokens"
@@ -41,7 +43,12 @@ def model_engine(model: str, engines: set[str]) -> str | None:
     return engine
 
 
-def to_params(data: SpeechRequest, request_id: str, engines: set[str]) -> SpeechParams:
+def to_params(data: SpeechRequest, request_id: str, engines: set[str], inline: Voice | None = None) -> SpeechParams:
+    """`inline`: the clone voice built from `data.ref_audio` (see `speech_params`); a request with
+    ref_audio and no such voice (batch items) is refused rather than spoken by another voice."""
+    if data.ref_audio is not None and inline is None:
+        raise InvalidRequest("ref_audio (inline cloning) is accepted on POST /v1/audio/speech only; upload the voice "
+                             "(POST /v1/audio/voices) to use it here", param="ref_audio")
     return SpeechParams(
         text=data.input,
         voice=data.voice_name,
@@ -60,7 +67,20 @@ def to_params(data: SpeechRequest, request_id: str, engines: set[str]) -> Speech
         request_id=request_id,
         engine=model_engine(data.model, engines),
         labels={"format": data.response_format, "stream_format": data.stream_format},
+        voice_override=inline,
     )
+
+
+async def speech_params(data: SpeechRequest, request_id: str, service: SpeechService) -> SpeechParams:
+    """`to_params`, with the one-off clone voice when the request carries `ref_audio` (then `voice` is ignored)."""
+    if data.ref_audio is None:
+        return to_params(data, request_id, set(service.engines))
+    if model_engine(data.model, set(service.engines)) not in (None, "qwen"):
+        raise InvalidRequest(f"ref_audio needs a Qwen3 model; model {data.model!r} cannot clone", param="model")
+    x_vector_only = bool(data.x_vector_only or data.x_vector_only_mode)
+    voice = await inline_voice(service, data.ref_audio, data.ref_text, x_vector_only,
+                               normalize_language(data.language))
+    return replace(to_params(data, request_id, set(service.engines), inline=voice), engine=voice.engine)
 
 
 async def _samples(stream: SpeechStream) -> AsyncIterator[np.ndarray]:

@@ -35,6 +35,8 @@ class SpeechParams:
     priority: Priority = Priority.INTERACTIVE
     request_id: str = ""
     engine: str | None = None  # prefer this engine's voices (the request's `model` named it)
+    # A voice built for this request alone (an inline clone from `ref_audio`): used as is, not looked up.
+    voice_override: Voice | None = None
     # Facts for observers (metrics, request logs), e.g. {"format": "mp3"}; synthesis never reads them.
     labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -170,7 +172,7 @@ class SpeechService:
         return stream
 
     async def _open(self, params: SpeechParams) -> SpeechStream:
-        voice = self.registry.resolve(params.voice, prefer=params.engine)
+        voice = params.voice_override or self.registry.resolve(params.voice, prefer=params.engine)
         engine = self.engines[voice.engine]
         status = engine.status()
         if not status.ready:

@@ -9,7 +9,7 @@ from app.encoding import CONTENT_TYPES
 from app.openapi_docs import AudioStreamOperation, error_responses
 from app.protocol import SpeechRequest
 from app.request_id import request_id_of
-from app.speech_serving import audio_body, sse_body, to_params
+from app.speech_serving import audio_body, speech_params, sse_body
 from engine.service import SpeechService
 
 
@@ -23,7 +23,7 @@ from engine.service import SpeechService
 )
 async def create_speech(request: Request, data: SpeechRequest) -> Stream:
     service: SpeechService = request.app.state.service
-    params = to_params(data, request_id_of(request.scope), set(service.engines))
+    params = await speech_params(data, request_id_of(request.scope), service)
     stream = await service.open(params)
     headers = {"X-Voice": stream.voice.id, "Cache-Control": "no-cache"}
     if data.stream_format == "sse":
