@@ -1,4 +1,5 @@
-"""Faults on a real server: clients that vanish, syntheses that fail mid-stream, SIGTERM with streams in flight."""
+"""Faults on a real server: clients that vanish, syntheses that fail mid-stream, SIGTERM with streams in flight,
+a model that fails to load."""
 
 from __future__ import annotations
 
@@ -114,10 +115,10 @@ def _stream_across_sigterm(server: Server, text: str) -> tuple[bytes, float, flo
 
 def test_sigterm_lets_streams_in_flight_finish(server_factory):
     server = server_factory("--log-format", "json", "--shutdown-grace", "30")
-    body, sent_at, ended_at, error = _stream_across_sigterm(server, long_text(50))
+    body, sent_at, ended_at, error = _stream_across_sigterm(server, long_text(25))
     assert error is None, f"the stream was cut: {error!r}"
     audio, rate = decode_audio(body, "pcm")
-    assert len(audio) / rate > 60  # the whole text, not what was ready at SIGTERM
+    assert len(audio) / rate > 60  # the whole text (25 sentences of ~4 s), not what was ready at SIGTERM
     assert server.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
     [line] = request_lines(server)
     assert line["outcome"] == "ok" and abs(line["audio_s"] - len(audio) / rate) < 0.05
@@ -131,3 +132,28 @@ def test_sigterm_cuts_streams_at_the_grace_period(server_factory):
     assert grace <= ended_at - sent_at < grace + 4
     assert server.proc.wait(15) in (0, -signal.SIGTERM)
     assert [line["outcome"] for line in request_lines(server)] == ["cancelled"]
+
+
+def test_a_model_that_fails_to_load_leaves_the_server_up(server_factory, tmp_path):
+    # A real checkpoint folder (random weights) whose weights file is then damaged: it passes the
+    # start-up check and fails inside the model loader, as a truncated download would.
+    from engine.qwen.random_model import write_random_checkpoint
+
+    checkpoint = write_random_checkpoint(tmp_path / "base", "base", "tiny", seed=0)
+    (checkpoint / "model.safetensors").write_bytes(b"\x00" * 64)
+    server = server_factory("--engine", "qwen", "--qwen-base", str(checkpoint), "--preload", wait_ready=False)
+
+    ready = httpx.get(server.url + "/readyz", timeout=10)
+    assert ready.status_code == 503 and int(ready.headers["retry-after"]) > 0
+    assert "failed to load" in ready.json()["reason"]
+    refused = httpx.post(server.url + SPEECH, json={"model": "tts-1", "voice": "alloy", "input": "Hello."}, timeout=30)
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) > 0
+    assert refused.json()["error"]["code"] == "engine_unavailable"
+    # The embedded engine beside it still speaks, and the process is still up.
+    spoken = httpx.post(server.url + SPEECH, json={**_body("Still speaking."), "model": "hibari"}, timeout=30)
+    assert spoken.status_code == 200 and len(spoken.content) > 4800
+    m = scrape(server)
+    assert value(m, "speech_gateway_engine_ready", engine="qwen") == 0
+    assert value(m, "speech_gateway_engine_ready", engine="embedded") == 1
+    assert value(m, "speech_gateway_requests_total", route=SPEECH, status="503") == 1
+    assert server.alive()
