@@ -20,6 +20,7 @@ from .metrics import GatewayMetrics, metrics_endpoint
 from .request_id import request_id_middleware
 from .routes.batch import create_speech_batch
 from .routes.ops import healthz, list_models, readyz
+from .routes.playground import playground_assets, playground_page
 from .routes.speak_ws import speak_demo, speak_socket
 from .routes.speech import create_speech
 from .routes.stream_ws import speech_stream_socket
@@ -57,7 +58,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, *VOICE_ROUTES],
                 guards=[require_api_key])
     app = Litestar(
-        route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo],
+        route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo,
+                        playground_page, playground_assets()],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         middleware=[request_id_middleware, metrics.middleware],
