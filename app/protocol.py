@@ -100,7 +100,7 @@ class VoiceCard(msgspec.Struct, omit_defaults=True):
     engine: str
     language: str
     kind: str
-    object: str = "audio.voice"
+    object: Literal["audio.voice"]  # no default: omit_defaults would drop it, and OpenAI's shape needs it
     aliases: list[str] = []
     description: str | None = None
     created_at: int = 0

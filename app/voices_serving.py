@@ -73,7 +73,8 @@ def _user_folder(engine: QwenEngine | None, voice_id: str) -> Path | None:
 def voice_card(v: Voice, engine: QwenEngine | None = None) -> VoiceCard:
     stored = v.source in ("shipped", "uploaded", "designed")
     return VoiceCard(
-        id=v.id, name=v.name, engine=v.engine, language=v.language, kind=v.kind, aliases=list(v.aliases),
+        id=v.id, name=v.name, engine=v.engine, language=v.language, kind=v.kind, object="audio.voice",
+        aliases=list(v.aliases),
         description=v.description, created_at=v.created_at, source=v.source,
         type=("prompt" if v.source == "designed" else "audio_sample") if stored and v.kind == "clone" else None,
         prompt=v.description if v.source == "designed" else None,
@@ -117,6 +118,8 @@ async def remove_voice(service: SpeechService, voice_id: str) -> VoiceDeleted:
     if engine is None or folder is None:
         known = [*service.registry.list(), *(engine.store.voices() if engine is not None else [])]
         voice = next((v for v in known if v.id.lower() == wanted), None)
+        if voice is None and wanted in {s.id for s in SPEAKERS}:  # a speaker even where CustomVoice is not loaded
+            raise Forbidden(f"voice {wanted!r} is a built-in Qwen3 speaker and cannot be deleted", param="voice_id")
         if voice is not None:
             raise Forbidden(f"voice {voice.id!r} is {'shipped' if voice.source == 'shipped' else 'built in'} and "
                             "cannot be deleted; only uploaded and designed voices can", param="voice_id")
@@ -139,7 +142,9 @@ async def read_create_request(request: Request) -> tuple[CreateVoiceRequest, byt
     if content_type == "application/json":
         try:
             return msgspec.json.decode(await request.body(), type=CreateVoiceRequest), None
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        except msgspec.ValidationError as e:
+            raise _invalid_field(e) from None
+        except msgspec.DecodeError as e:
             raise InvalidRequest(f"invalid JSON body: {e}") from None
     if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise InvalidRequest("send multipart/form-data (name + audio_sample file) to clone a voice from audio, or "
@@ -180,7 +185,15 @@ async def read_create_request(request: Request) -> tuple[CreateVoiceRequest, byt
     try:
         return msgspec.convert(fields, CreateVoiceRequest, strict=False), audio
     except msgspec.ValidationError as e:
-        raise InvalidRequest(f"invalid form field: {e}") from None
+        raise _invalid_field(e) from None
+
+
+def _invalid_field(e: msgspec.ValidationError) -> InvalidRequest:
+    """msgspec's message ("Expected `str` of length <= 64 - at `$.name`") with `param` set to the field."""
+    field = re.search(r"at `\$\.(\w+)`", str(e))
+    missing = re.search(r"missing required field `(\w+)`", str(e))
+    param = field.group(1) if field else missing.group(1) if missing else None
+    return InvalidRequest(f"invalid value for {param!r}: {e}" if param else f"invalid request: {e}", param=param)
 
 
 async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: bytes | None,
