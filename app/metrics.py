@@ -9,9 +9,11 @@ several apps in one process):
 - A collector reads gauges at scrape time: admission queues (depth, active slots, 429 rejections),
   engine readiness and each engine's optional `metrics_snapshot()` (see `engine.base.Engine`).
 
-For WebSocket routes: `request.app.state.metrics.ws_session_opened(route)` / `ws_session_closed(route)`,
-or `with metrics.ws_session(route): ...`; each utterance they open through the service is counted
-like an HTTP request, labelled with the WebSocket route.
+WebSocket sessions are counted by the same middleware (from `websocket.accept` to the end of the
+connection), so WebSocket routes need no metrics code; each utterance they open through the service
+is counted like an HTTP request, labelled with the WebSocket route. `ws_session_opened(route)` /
+`ws_session_closed(route)` (or `with metrics.ws_session(route)`) are there for sessions that live
+outside a WebSocket route.
 """
 
 from __future__ import annotations
@@ -196,15 +198,23 @@ class GatewayMetrics:
             ctx = _RequestContext(route, scope.get("method", "WS"), scope.get("state", {}).get("request_id", ""))
             token = _CONTEXT.set(ctx)
 
-            async def send_status(message: Message) -> None:
+            accepted = False
+
+            async def watch(message: Message) -> None:
+                nonlocal accepted
                 if message["type"] == "http.response.start":
                     ctx.status = message["status"]
+                elif message["type"] == "websocket.accept" and not accepted:
+                    accepted = True
+                    self.ws_session_opened(route)
                 await send(message)
 
             try:
-                await app(scope, receive, send_status if scope["type"] == "http" else send)
+                await app(scope, receive, watch)
             finally:
                 _CONTEXT.reset(token)
+                if accepted:
+                    self.ws_session_closed(route)
                 if scope["type"] == "http" and not ctx.reached_service:
                     self._count_plain_request(ctx)
 

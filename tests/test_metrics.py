@@ -158,3 +158,31 @@ def test_rejections_are_counted(server_factory):
     assert value(m, "speech_gateway_active_slots", engine="embedded") == 0
     outcomes = {(line["outcome"], line["status"]) for line in request_lines(server)}
     assert outcomes == {("rejected", 429), ("cancelled", 200)}
+
+
+def test_websocket_sessions_and_utterances_are_measured(server_factory):
+    from websockets.sync.client import connect
+
+    server = server_factory("--log-format", "json")
+    route = "/api/v1/speak"
+    with connect(server.ws_url + route) as ws:
+        ws.send(json.dumps({"type": "speak", "text": "Hello over a socket."}))
+        pcm = b""
+        while True:
+            frame = ws.recv(timeout=30)
+            if isinstance(frame, bytes):
+                pcm += frame
+            elif json.loads(frame)["type"] == "audio_end":
+                break
+        m = scrape(server)
+        assert value(m, "speech_gateway_websocket_sessions", route=route) == 1
+    assert len(pcm) > 4800
+    deadline = time.monotonic() + 10
+    while value(m := scrape(server), "speech_gateway_websocket_sessions", route=route) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert value(m, "speech_gateway_websocket_sessions", route=route) == 0
+    assert value(m, "speech_gateway_websocket_sessions_opened_total", route=route) == 1
+    assert value(m, "speech_gateway_requests_total", route=route, status="200", voice_kind="builtin") == 1
+    assert value(m, "speech_gateway_time_to_first_audio_seconds_count", engine="embedded", route=route) == 1
+    [line] = request_lines(server)
+    assert line["route"] == route and line["outcome"] == "ok" and abs(line["audio_s"] - len(pcm) / 48000) < 0.01
