@@ -88,8 +88,9 @@ class GatewayMetrics:
                              "syntheses only (below 1 is faster than real time)", ["engine"], buckets=RTF_BUCKETS,
                              registry=r)
         self.audio = Counter(f"{PREFIX}_audio_seconds", "Seconds of audio produced", ["engine"], registry=r)
-        self.requests = Counter(f"{PREFIX}_requests", "Requests by route, status, audio format and voice kind "
-                                "(WebSocket utterances count with the status HTTP would have sent)",
+        self.requests = Counter(f"{PREFIX}_requests", "Requests by route, status, audio format and voice kind; "
+                                "each batch item and WebSocket utterance counts once, with the status HTTP "
+                                "would have sent",
                                 ["route", "status", "format", "voice_kind"], registry=r)
         self.outcomes = Counter(f"{PREFIX}_speech_outcomes", "Speech requests by outcome: ok, cancelled (client "
                                 "gone before the end), error, rejected", ["engine", "route", "outcome"], registry=r)
