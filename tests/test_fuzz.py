@@ -1,4 +1,4 @@
-"""Schemathesis against a real server, from the committed OpenAPI document.
+"""Fuzzing a real server: schemathesis from the committed OpenAPI document, hypothesis on the WebSockets.
 
 Valid and invalid requests are generated for every documented operation; every response must be a
 non-5xx whose status code, content type, headers and JSON body are the ones the document promises.
@@ -8,12 +8,13 @@ non-5xx whose status code, content type, headers and JSON body are the ones the 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -85,3 +86,79 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
           suppress_health_check=list(HealthCheck), database=None)
 def test_api_conforms_to_its_document(case: schemathesis.Case, fuzz_server: Server) -> None:
     case.call_and_validate(base_url=fuzz_server.url, checks=CHECKS, timeout=60)
+
+
+# -- the WebSockets: not in the OpenAPI document, so hypothesis drives them directly ----------------
+WS_CASES = int(os.environ.get("FUZZ_WS_CASES", "40"))
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+JSON = st.recursive(SCALARS, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                    max_leaves=6)
+SHORT_TEXT = st.text(max_size=60) | st.sampled_from(["Hello there.", "One. Two. Three.", " ", "\U0001f600", "¹²³"])
+FIELDS = {  # plausible values, the wrong type, or anything
+    "sampleRate": st.sampled_from([8000, 16000, 24000, 48000, 12345]), "sample_rate": st.sampled_from([16000, 7]),
+    "encoding": st.sampled_from(["pcm16", "pcm32f", "mp3"]), "voice": st.sampled_from(["alloy", "heart", "nobody"]),
+    "language": st.sampled_from(["english", "auto", "klingon"]), "text": SHORT_TEXT,
+    "priority": st.sampled_from(["normal", "high", "urgent"]), "model": st.sampled_from(["tts-1", "hibari", "nope"]),
+    "speed": st.sampled_from([0.25, 1.0, 9.0]), "seed": st.sampled_from([0, -1, 2**70]), "authToken": st.text(max_size=8),
+    "instructions": st.text(max_size=20), "reason": st.text(max_size=8), "response_format": st.sampled_from(["pcm", "mp3"]),
+}
+BAD_CLOSE = {1011}  # internal error: a frame must never crash the session
+
+
+def ws_frames(types: tuple[str, ...]) -> st.SearchStrategy[list[str | bytes]]:
+    message = st.fixed_dictionaries(
+        {"type": st.sampled_from(types) | st.text(max_size=12)},
+        optional={name: values | JSON for name, values in FIELDS.items()},
+    ).map(json.dumps)
+    frame = message | JSON.map(json.dumps) | st.text(max_size=80) | st.binary(max_size=64)
+    return st.lists(frame, min_size=1, max_size=6)
+
+
+def exchange(url: str, frames: list[str | bytes]) -> None:
+    """Send the frames, read until the server falls quiet or closes, and check everything it said."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=10, close_timeout=5) as ws:
+        try:
+            for frame in frames:
+                ws.send(frame)
+            while True:
+                message = ws.recv(timeout=0.4)
+                if isinstance(message, str):
+                    event = json.loads(message)
+                    assert isinstance(event.get("type"), str), message
+                    assert event.get("code") != "SYNTHESIS_ERROR", message
+                else:
+                    assert len(message) % 2 == 0 and message, "PCM frames hold whole samples and are never empty"
+        except TimeoutError:
+            pass  # quiet: the frames were all answered
+        except ConnectionClosed:
+            pass
+        code = ws.close_code if ws.close_code is not None else 1000
+    assert code not in BAD_CLOSE, f"closed with {code}: {ws.close_reason}"
+
+
+@settings(max_examples=WS_CASES, deadline=None, derandomize=FUZZ_SEED != "random",
+          suppress_health_check=list(HealthCheck), database=None)
+@given(frames=ws_frames(("start", "speak", "cancel", "stop")))
+def test_speak_socket_survives_any_frames(fuzz_server: Server, frames: list[str | bytes]) -> None:
+    exchange(fuzz_server.ws_url + "/api/v1/speak", frames)
+
+
+@settings(max_examples=WS_CASES, deadline=None, derandomize=FUZZ_SEED != "random",
+          suppress_health_check=list(HealthCheck), database=None)
+@given(frames=ws_frames(("session.config", "input.text", "input.done", "session.close")))
+def test_stream_socket_survives_any_frames(fuzz_server: Server, frames: list[str | bytes]) -> None:
+    exchange(fuzz_server.ws_url + "/v1/audio/speech/stream", frames)
+
+
+def test_sockets_still_speak_after_the_fuzzing(fuzz_server: Server) -> None:
+    from websockets.sync.client import connect
+
+    with connect(fuzz_server.ws_url + "/api/v1/speak") as ws:
+        ws.send(json.dumps({"type": "speak", "text": "Still speaking after all that."}))
+        pcm = b""
+        while not isinstance(message := ws.recv(timeout=30), str) or json.loads(message)["type"] != "audio_end":
+            pcm += message if isinstance(message, bytes) else b""
+    assert len(pcm) > 24000
