@@ -2,8 +2,10 @@
 
 Valid and invalid requests are generated for every documented operation; every response must be a
 non-5xx whose status code, content type, headers and JSON body are the ones the document promises.
-`FUZZ_CASES` sets the examples per operation (CI default below; try `FUZZ_CASES=3000` locally) and
-`FUZZ_SEED` a fixed seed (default: derandomized, so CI is repeatable; `FUZZ_SEED=random` explores).
+The WebSockets get frame sequences (valid, malformed, junk) and must never crash a session.
+`FUZZ_CASES` sets the examples per operation and `FUZZ_WS_CASES` per socket (CI defaults below; try
+`FUZZ_CASES=3000 FUZZ_WS_CASES=1000` locally); `FUZZ_SEED=random` explores instead of the repeatable
+derandomized run CI does.
 """
 
 from __future__ import annotations
