@@ -14,7 +14,7 @@ so it can run frame by frame with per-stream state and no re-decoding:
   inputs floor(p/s) - 1 and floor(p/s), and the one-shot decode trims the incomplete tail;
 - the transformer keeps a sliding-window KV cache (HF `DynamicCache` built from the decoder config).
 
-The result equals the one-shot `speech_tokenizer.decode` up to float rounding (≈1e-7 here) for
+The result equals the one-shot `speech_tokenizer.decode` up to float rounding (≤5e-7 here) for
 outputs up to 300 frames. Longer outputs are decoded by the official code in 300-frame chunks with
 only 25 frames of context, which itself deviates (~5e-5) from this exact causal decode.
 
