@@ -91,7 +91,7 @@ def test_speak_over_http_in_several_formats(browser, embedded_server: Server) ->
     page = open_playground(browser, embedded_server)
     page.check('input[name="transport"][value="http"]')
     page.fill("#text", "Streaming over HTTP. Chunked transfer, read with fetch.")
-    for done, fmt in enumerate(["pcm", "wav", "mp3", "opus"], 1):
+    for done, fmt in enumerate(["pcm", "wav", "mp3", "aac", "opus"], 1):
         page.select_option("#format", fmt)
         page.click("#speak")
         page.wait_for_function(f"() => window.playground.completed >= {done} || window.playground.errors.length",

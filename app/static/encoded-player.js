@@ -25,13 +25,13 @@ export class EncodedPlayer {
     if (this.streaming) {
       this.source = new MediaSource();
       audio.src = URL.createObjectURL(this.source);
-      this.opened = new Promise((resolve) => this.source.addEventListener("sourceopen", () => {
+      this.source.addEventListener("sourceopen", () => {
         this.buffer = this.source.addSourceBuffer(MIME[format]);
         // These containers carry no timestamps MSE could use: play pieces in arrival order.
         this.buffer.mode = "sequence";
         this.buffer.addEventListener("updateend", () => this.pump());
-        resolve();
-      }, { once: true }));
+        this.pump();  // pieces (even the whole file) may have arrived before the source opened
+      }, { once: true });
     }
   }
 
