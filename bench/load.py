@@ -6,8 +6,9 @@
 HTTP clients stream POST /v1/audio/speech (pcm); WebSocket clients, when the server has
 /api/v1/speak, send `speak` and read binary frames until `audio_end`. Every answer is checked:
 a 200 body must hold exactly as many samples as a reference synthesis of the same text (the embedded
-voice is deterministic in length), a 429 must carry Retry-After, and nothing may be a 5xx. Bounded by
---requests and --duration; it only ever talks to the loopback address it is given.
+voice is deterministic in length), a 429 must carry Retry-After (clients wait it out, up to 2 s, as
+the OpenAI SDK would), and nothing may be a 5xx. Bounded by --requests and --duration; it only ever
+talks to the loopback address it is given.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ TEXTS = (
     "And here is a third, so the stream has a few chunks.",
 )
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_BACKOFF = 2.0  # seconds: honour Retry-After, but never idle a bounded run for long
 
 
 @dataclass
@@ -125,6 +127,7 @@ async def http_worker(client: httpx.AsyncClient, url: str, n: int, budget: Budge
                 if response.status_code != 200:
                     await response.aread()
                     count_refusal(response.status_code, "retry-after" in response.headers, tally, response.text)
+                    await back_off(response.headers.get("retry-after"), budget)
                     continue
                 size, first = 0, None
                 async for chunk in response.aiter_bytes():
@@ -138,6 +141,12 @@ async def http_worker(client: httpx.AsyncClient, url: str, n: int, budget: Budge
             tally.other_errors.append(f"{type(e).__name__}: {e}")
             continue
         record(size, expected[text], first, tally)
+
+
+async def back_off(retry_after: str | float | None, budget: Budget) -> None:
+    """Wait as a well-behaved client (the OpenAI SDK) does before trying again, capped to keep the run short."""
+    if retry_after is not None:
+        await asyncio.sleep(max(0.0, min(float(retry_after), MAX_BACKOFF, budget.deadline - time.monotonic())))
 
 
 def count_refusal(status: int, has_retry_after: bool, tally: Tally, detail: str) -> None:
@@ -191,6 +200,8 @@ async def ws_worker(ws_url: str, n: int, budget: Budget, expected: dict[str, int
                 record(size, expected[text], first, tally)
             elif error.get("code") == "RATE_LIMITED":
                 tally.rejected += 1
+                tally.rejected_without_retry_after += error.get("retryAfter") is None
+                await back_off(error.get("retryAfter"), budget)
             elif error.get("code") in ("SYNTHESIS_ERROR", "MODEL_LOADING"):
                 tally.server_errors += 1
             else:
