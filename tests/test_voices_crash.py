@@ -110,13 +110,18 @@ def test_sigkill_mid_upload_mid_save_and_mid_delete_leave_no_trace(tmp_path: Pat
     voices = tmp_path / "voices"
     args = ("--engine", "qwen", "--qwen-base", str(base_model), "--voices-dir", str(voices))
     clip = encode(speechlike(28, seed=2), "wav")  # 1.3 MB: a body that takes a while to send slowly
-    body, content_type = _multipart("Crash Mid Body", clip, "Twenty eight seconds of me.")
+    mid_body, content_type = _multipart("Crash Mid Body", clip, "Twenty eight seconds of me.")
+    after_body, after_type = _multipart("Crash After Body", clip, "Twenty eight seconds of me.")
 
-    # 1. Killed while the body is still arriving (sent in slow chunks, stopped halfway).
+    # 1. One gateway, one SIGKILL, two uploads caught by it: one still arriving (sent in slow chunks,
+    # stopped halfway), one sent whole just before (being parsed, decoded or saved when the kill lands).
     server = server_factory(*args)
-    sock = _send(server, body, content_type, upto=len(body) // 2, pause=0.02)
+    slow = _send(server, mid_body, content_type, upto=len(mid_body) // 2, pause=0.02)
+    whole = _send(server, after_body, after_type, upto=len(after_body))
+    time.sleep(0.05)
     _kill(server)
-    sock.close()
+    slow.close()
+    whole.close()
 
     # 2. Other writers killed mid-save (just before the publishing rename) and mid-delete (after it).
     _crash_in(voices, "save")
@@ -124,30 +129,22 @@ def test_sigkill_mid_upload_mid_save_and_mid_delete_leave_no_trace(tmp_path: Pat
     left = hidden_entries(voices)
     assert [n.split("-")[0] for n in left] == [".del", ".tmp"], left  # the crashes did leave debris
 
-    server = server_factory(*args)
-    assert hidden_entries(voices) == []  # cleaned at start
-    assert not {"crash-mid-body", "half-voice", "doomed"} & (_listed(server) | {p.name for p in voices.iterdir()})
-
-    # 3. Killed right after the whole body was sent, while the upload is being decoded or saved.
-    body, content_type = _multipart("Crash After Body", clip, "Twenty eight seconds of me.")
-    sock = _send(server, body, content_type, upto=len(body))
-    time.sleep(0.05)
-    _kill(server)
-    sock.close()
-
+    # 3. The restart cleans the debris; nothing half-made is visible, the deleted voice stays deleted.
     server = server_factory(*args)
     assert hidden_entries(voices) == []
+    listed = _listed(server)
+    assert not {"crash-mid-body", "half-voice", "doomed"} & (listed | {p.name for p in voices.iterdir()})
     folder = voices / "crash-after-body"
     saved = folder.exists()
     if saved:  # the kill came after the rename: then the voice is whole and listed
         assert sorted(p.name for p in folder.iterdir()) == [REFERENCE, MANIFEST]
         assert json.loads((folder / MANIFEST).read_text())["name"] == "Crash After Body"
         assert 27 < len(read_reference(folder / REFERENCE)[0]) / 24_000 < 29
-        assert "crash-after-body" in _listed(server)
+        assert "crash-after-body" in listed
     else:
-        assert "crash-after-body" not in _listed(server)
+        assert "crash-after-body" not in listed
     # Whatever happened, the name works normally now.
-    retry = httpx.post(server.v1 + "/audio/voices", content=body, headers={"content-type": content_type},
+    retry = httpx.post(server.v1 + "/audio/voices", content=after_body, headers={"content-type": after_type},
                        timeout=120)
     assert retry.status_code == (409 if saved else 200), retry.text
     assert VoiceManifest(**json.loads((folder / MANIFEST).read_text())).ref_text == "Twenty eight seconds of me."
