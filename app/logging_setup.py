@@ -44,7 +44,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "info", log_format: str = "text") -> None:
-    """One handler on the root logger, on standard error; replaces whatever an import set up before."""
+    """One handler on the root logger, on standard error, unless the root logger already has one.
+
+    Like `logging.basicConfig`, an existing set-up wins: in the server nothing configures logging
+    before us (Litestar's own logging config is turned off in `create_app`), while a host process
+    such as pytest keeps its capture handlers when it builds an app.
+    """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"unknown log format {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
@@ -52,4 +57,4 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.basicConfig(level=level.upper(), handlers=[handler])
