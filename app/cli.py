@@ -40,7 +40,9 @@ def serve(args: argparse.Namespace) -> None:
     log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=settings.shutdown_grace, log_config=log_config,
-                ws_max_size=settings.ws_max_message_bytes)
+                # The transport cuts only absurd frames (1009); moderately oversize ones reach the session,
+                # which answers with an `error` and keeps the socket open.
+                ws_max_size=max(1 << 20, 16 * settings.ws_max_message_bytes))
 
 
 def say(args: argparse.Namespace) -> None:
