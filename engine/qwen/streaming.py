@@ -14,10 +14,9 @@ positions, codebook-0 history) held locally and an optional per-request `torch.G
             the next talker input is the sum of the 16 code embeddings plus the next trailing text
             embedding (tts_pad once the text is used up); one talker step with the KV cache.
 
-RNG: the draws happen in the official order (codebook 0 of frame k, then its 15 predictor codes),
-and a CPU `torch.Generator` seeded with s yields the same stream as `torch.manual_seed(s)` does for
-the global generator, so a per-request generator reproduces the official seeded output; see
-`make_generator` (on CUDA use a CUDA generator). With `generator=None` the global RNG is used.
+RNG: draws happen in the official order (codebook 0 of frame k, then its 15 predictor codes), and a
+`torch.Generator` seeded with s gives the stream `torch.manual_seed(s)` gives the global one, so a
+per-request generator (`make_generator`) reproduces the official seeded output; None = global RNG.
 
 Nothing here mutates the model, so streams interleave step by step on one thread without bleeding
 into each other. Like every use of the model, call these only from the thread that owns it.
@@ -80,14 +79,11 @@ def _validate(loaded: LoadedModel, text: str, language: str, speaker: str | None
     spk = speaker.lower() if speaker else None
     kind = loaded.kind
     if kind == "base":
-        if not items:
-            raise InvalidRequest("a Base model needs a voice clone prompt", param="voice")
-        if len(items) != 1:
-            raise InvalidRequest("exactly one voice clone prompt per request", param="voice")
+        if not items or len(items) != 1:
+            raise InvalidRequest("a Base model needs exactly one voice clone prompt", param="voice")
         if spk or instruct:
             raise InvalidRequest("a Base (clone) model takes neither a speaker nor instructions", param="voice")
-        it = items[0]
-        if it.icl_mode and (it.ref_code is None or not it.ref_text):
+        if items[0].icl_mode and (items[0].ref_code is None or not items[0].ref_text):
             raise InvalidRequest("an ICL clone prompt needs ref_code and ref_text", param="voice")
         return lang, None, None
     if items:
@@ -114,8 +110,7 @@ def prepare_inputs(loaded: LoadedModel, *, text: str, language: str = "auto", sp
     items = voice_clone_prompt if isinstance(voice_clone_prompt, list) or voice_clone_prompt is None \
         else [voice_clone_prompt]
     lang, spk, instruct = _validate(loaded, text, language, speaker, instruct, items)
-    if non_streaming_mode is None:
-        non_streaming_mode = loaded.kind != "base"
+    non_streaming_mode = loaded.kind != "base" if non_streaming_mode is None else non_streaming_mode
     with torch.inference_mode():
         prefill, trailing, pad = _build_embeddings(loaded, text, lang, spk, instruct, items, non_streaming_mode)
     ref_code = items[0].ref_code if items and items[0].icl_mode else None
@@ -222,18 +217,12 @@ class GenerationParams:
 
         `max_new_tokens` is accepted too (official meaning: max_frames + 1)."""
         names = {f.name for f in fields(cls)}
-        cfg = loaded.generate_defaults
-        values = {k: cfg[k] for k in names if k in cfg}
-        if "max_new_tokens" in cfg:
-            values["max_frames"] = int(cfg["max_new_tokens"]) - 1
-        if overrides.get("max_new_tokens") is not None:
-            values["max_frames"] = int(overrides.pop("max_new_tokens")) - 1
-        overrides.pop("max_new_tokens", None)
-        unknown = set(overrides) - names
-        if unknown:
-            raise TypeError(f"unknown generation parameters: {sorted(unknown)}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        values = {**loaded.generate_defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        if "max_new_tokens" in values:
+            values.setdefault("max_frames", int(values.pop("max_new_tokens")) - 1)
+        if set(overrides) - names - {"max_new_tokens"}:
+            raise TypeError(f"unknown generation parameters: {sorted(set(overrides) - names)}")
+        return cls(**{k: v for k, v in values.items() if k in names})
 
     def official_kwargs(self) -> dict[str, Any]:
         """The same settings as kwargs for the official `generate_*` (for comparisons)."""
@@ -337,8 +326,7 @@ class _FrameLoop:
         no_history = self.history[:, :0]
         codes = [token]
         for j in range(self.groups - 1):
-            n = embeds.shape[1]
-            start = cache.get_seq_length()
+            n, start = embeds.shape[1], cache.get_seq_length()
             mask = torch.ones((1, start + n), dtype=torch.long, device=self.device)
             positions = torch.arange(start, start + n, device=self.device)
             out = pred.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions.unsqueeze(0),
