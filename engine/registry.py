@@ -8,7 +8,7 @@ Engines are asked each time: voices uploaded while the server runs resolve at on
 from __future__ import annotations
 
 from .base import Engine, Voice
-from .errors import VoiceNotFound
+from .errors import InvalidRequest, VoiceNotFound
 
 DEFAULT_VOICE = "default"
 
@@ -42,5 +42,11 @@ class VoiceRegistry:
             for voice in voices:
                 if match(voice):
                     return voice
+        for engine in self._engines:
+            # An engine may know the name but lack the model to serve it: say which, as a 400.
+            explain = getattr(engine, "explain_unknown_voice", None)
+            hint = explain(wanted) if explain else None
+            if hint:
+                raise InvalidRequest(hint, param="voice")
         known = ", ".join(sorted(v.id for v in voices)[:20])
         raise VoiceNotFound(f"voice {name!r} not found; available voices: {known} (see GET /v1/audio/voices)")

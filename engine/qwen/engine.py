@@ -39,7 +39,7 @@ from engine.voice_store import SHIPPED_VOICES_DIR, VoiceStore
 from engine.worker import StepWorker
 
 from .custom_voices import CloneVoices, InlineVoice, reference_clip
-from .voices import DEFAULT_VOICE, qwen_voices
+from .voices import DEFAULT_VOICE, qwen_voices, speaker_voices
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +300,16 @@ class QwenEngine:
         kinds = self.config.sources()
         return qwen_voices(self.store.voices(), base="base" in kinds, custom_voice="custom_voice" in kinds,
                            voice_design="voice_design" in kinds)
+
+    def explain_unknown_voice(self, name: str) -> str | None:
+        """Why a voice this engine knows is not listed: the model it needs is not configured."""
+        configured = self.config.sources()
+        known = [*speaker_voices(), *self.store.voices()]
+        for voice in known:
+            kind = VOICE_KIND_TO_MODEL.get(voice.kind)
+            if kind and kind not in configured and name in (voice.id.lower(), voice.name.lower()):
+                return f"voice {voice.id!r} needs a {MODEL_LABEL[kind]} model ({MODEL_FLAG[kind]}), which is not configured"
+        return None
 
     # -- synthesis -----------------------------------------------------------------------------
     def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:

@@ -1,0 +1,131 @@
+"""`speech-gateway serve --engine qwen` on tiny random checkpoints, driven by the official OpenAI SDK.
+
+All three model kinds behind one server: a clone voice (Base), a CustomVoice speaker with instructions,
+and a VoiceDesign voice; every response format, streamed; SSE; seeds; the frame cap; refusals.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from tests.conftest import decode_audio
+from tests.server import start_server
+
+FRAME = 1920  # samples per 12.5 Hz codec frame at 24 kHz
+FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
+
+
+@pytest.fixture(scope="module")
+def qwen_server(tmp_path_factory, tiny_base_dir, tiny_custom_voice_dir, tiny_voice_design_dir):
+    server = start_server(tmp_path_factory.mktemp("qwen_api"), "--engine", "qwen", "--qwen-base", str(tiny_base_dir),
+                          "--qwen-custom-voice", str(tiny_custom_voice_dir), "--qwen-voice-design",
+                          str(tiny_voice_design_dir), "--qwen-threads", "1", "--first-chunk-frames", "2",
+                          "--chunk-frames", "4", env={"OMP_NUM_THREADS": "1"})
+    yield server
+    server.stop()
+
+
+def sdk(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120)
+
+
+def pcm(server, voice: str, text: str = "Hello there.", **extra) -> np.ndarray:
+    response = sdk(server).audio.speech.create(model="qwen3-tts", voice=voice, input=text, response_format="pcm",
+                                               extra_body={"max_new_tokens": 11, **extra})
+    return decode_audio(response.content, "pcm")[0]
+
+
+@pytest.mark.parametrize("voice,kind,extra", [
+    ("default", "clone", {}),
+    ("ryan", "speaker", {"instructions": "Speak slowly and calmly."}),
+    ("narrator-design", "design", {}),
+])
+def test_every_model_kind_speaks(qwen_server, voice, kind, extra):
+    voices = {v["id"]: v for v in httpx.get(qwen_server.v1 + "/audio/voices").json()["data"]}
+    assert voices[voice]["kind"] == kind and voices[voice]["engine"] == "qwen"
+    instructions = extra.pop("instructions", None)
+    response = sdk(qwen_server).audio.speech.with_raw_response.create(
+        model="tts-1", voice=voice, input="Hello there.", response_format="pcm",
+        **({"instructions": instructions} if instructions else {}), extra_body={"max_new_tokens": 11, "seed": 3})
+    assert response.headers["x-voice"] == voice
+    samples = decode_audio(response.content, "pcm")[0]
+    # max_new_tokens N allows N-1 frames (the official meaning); random weights never stop earlier
+    # (an ICL clone returns one frame fewer: the official cut of the reference part, reproduced).
+    assert len(samples) % FRAME == 0 and 9 * FRAME <= len(samples) <= 10 * FRAME
+    assert np.isfinite(samples).all() and float(np.abs(samples).max()) > 1e-3
+
+
+def test_openai_names_reach_qwen_voices(qwen_server):
+    voices = httpx.get(qwen_server.v1 + "/audio/voices").json()["data"]
+    aliases = {a for v in voices if v["engine"] == "qwen" for a in v.get("aliases", [])}
+    assert {"alloy", "nova", "onyx", "echo", "shimmer"} <= aliases
+    assert len(pcm(qwen_server, "alloy")) == 10 * FRAME  # alloy is a CustomVoice speaker here
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_streams(qwen_server, fmt):
+    with sdk(qwen_server).audio.speech.with_streaming_response.create(
+            model="tts-1", voice="ryan", input="Streaming test.", response_format=fmt,
+            extra_body={"max_new_tokens": 17, "seed": 1}) as response:
+        data = b"".join(response.iter_bytes())
+    samples, rate = decode_audio(data, fmt)
+    assert rate == 24000
+    assert abs(len(samples) - 16 * FRAME) < 0.12 * 24000  # codec padding aside, the 16 frames are all there
+
+
+def test_first_audio_leaves_before_synthesis_ends(qwen_server):
+    """Frame-level streaming: the first bytes arrive long before the last frame is generated."""
+    arrivals = []
+    t0 = time.monotonic()
+    with httpx.stream("POST", qwen_server.v1 + "/audio/speech", timeout=120, json={
+            "model": "tts-1", "voice": "ryan", "input": "One sentence that streams frame by frame.",
+            "response_format": "pcm", "max_new_tokens": 41}) as r:
+        for piece in r.iter_bytes():
+            arrivals.append((time.monotonic() - t0, len(piece)))
+    total = sum(n for _, n in arrivals)
+    assert total == 40 * FRAME * 2
+    first_audio, last = arrivals[0][0], arrivals[-1][0]
+    assert len(arrivals) >= 5 and first_audio < last / 2, arrivals[:3]
+
+
+def test_sse_deltas_reassemble(qwen_server):
+    with httpx.stream("POST", qwen_server.v1 + "/audio/speech", timeout=120, json={
+            "model": "tts-1", "voice": "default", "input": "Events.", "response_format": "wav",
+            "stream_format": "sse", "max_new_tokens": 9}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "speech.audio.done"
+    assert events[-1]["usage"]["output_tokens"] == 8  # 12.5 Hz frames
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert len(decode_audio(audio, "wav")[0]) == 8 * FRAME
+
+
+def test_seed_makes_sampling_reproducible(qwen_server):
+    a = pcm(qwen_server, "ryan", seed=42, temperature=0.9, do_sample=True)
+    b = pcm(qwen_server, "ryan", seed=42, temperature=0.9, do_sample=True)
+    c = pcm(qwen_server, "ryan", seed=43, temperature=0.9, do_sample=True)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_models_this_server_cannot_serve(tmp_path, tiny_base_dir):
+    server = start_server(tmp_path, "--engine", "qwen", "--qwen-base", str(tiny_base_dir), "--qwen-threads", "1")
+    try:
+        with pytest.raises(openai.BadRequestError) as info:
+            sdk(server).audio.speech.create(model="tts-1", voice="ryan", input="Hi.", response_format="pcm")
+        assert info.value.body["param"] == "voice"
+        assert "CustomVoice" in info.value.body["message"] and "--qwen-custom-voice" in info.value.body["message"]
+        # The embedded engine stays available beside Qwen.
+        r = sdk(server).audio.speech.create(model="hibari", voice="heart", input="Still speaking.",
+                                            response_format="pcm")
+        assert len(r.content) > 24000
+        ready = httpx.get(server.url + "/readyz").json()
+        assert ready["primary"] == "qwen" and {e["name"] for e in ready["engines"]} == {"qwen", "embedded"}
+    finally:
+        server.stop()
