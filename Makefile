@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint openapi bench clean
+.PHONY: serve test openapi bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ serve: $(VENV)/.serve-installed
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check app engine tests bench
 	$(BIN)/python -m pytest -q
+
+openapi: $(VENV)/.serve-installed
+	$(BIN)/python -m app.openapi_export
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python -m bench.overhead
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV)
