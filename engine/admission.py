@@ -27,15 +27,16 @@ class _Waiter:
 class Slot:
     """A held admission slot; release it exactly once (idempotent)."""
 
-    def __init__(self, queue: AdmissionQueue):
+    def __init__(self, queue: AdmissionQueue, bulk: bool = False):
         self._queue = queue
+        self.bulk = bulk
         self._t0 = time.monotonic()
         self._released = False
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._queue._release(time.monotonic() - self._t0)
+            self._queue._release(self.bulk, time.monotonic() - self._t0)
 
     async def __aenter__(self) -> Slot:
         return self
@@ -45,15 +46,24 @@ class Slot:
 
 
 class AdmissionQueue:
-    """At most `max_active` holders; at most `max_queued` waiting, best priority first, FIFO within one."""
+    """At most `max_active` holders; at most `max_queued` waiting, best priority first, FIFO within one.
 
-    def __init__(self, max_active: int, max_queued: int, queue_timeout: float = 30.0):
+    Bulk work never holds the last `reserved_interactive` slots (one, when there is more than one), so
+    an interactive request arriving during a batch starts at once instead of waiting for a bulk
+    utterance to end.
+    """
+
+    def __init__(self, max_active: int, max_queued: int, queue_timeout: float = 30.0,
+                 reserved_interactive: int | None = None):
         if max_active < 1 or max_queued < 0:
             raise ValueError("max_active must be >= 1 and max_queued >= 0")
         self.max_active = max_active
         self.max_queued = max_queued
         self.queue_timeout = queue_timeout
+        reserved = (1 if max_active > 1 else 0) if reserved_interactive is None else reserved_interactive
+        self.bulk_limit = max(1, max_active - reserved)
         self.active = 0
+        self.active_bulk = 0
         self.rejected = 0
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
@@ -68,10 +78,22 @@ class AdmissionQueue:
         ahead = self.queued + 1
         return max(1, min(120, math.ceil(self._mean_hold * ahead / self.max_active)))
 
+    def _can_run(self, priority: int) -> bool:
+        if self.active >= self.max_active:
+            return False
+        return priority < Priority.BULK or self.active_bulk < self.bulk_limit
+
+    def _take(self, priority: int) -> None:
+        self.active += 1
+        if priority >= Priority.BULK:
+            self.active_bulk += 1
+
     async def acquire(self, priority: Priority = Priority.INTERACTIVE) -> Slot:
-        if self.active < self.max_active and not self.queued:
-            self.active += 1
-            return Slot(self)
+        bulk = priority >= Priority.BULK
+        ahead = any(w.priority <= priority for w in self._waiters if not w.future.done())
+        if self._can_run(priority) and not ahead:
+            self._take(priority)
+            return Slot(self, bulk)
         if self.queued >= self.max_queued:
             self.rejected += 1
             raise Overloaded(
@@ -85,23 +107,33 @@ class AdmissionQueue:
         except (TimeoutError, asyncio.CancelledError) as e:
             if waiter.future.done() and not waiter.future.cancelled():
                 # Granted at the same moment we gave up: hand the slot on.
-                self._release(None)
+                self._release(bulk, None)
             else:
                 waiter.future.cancel()
+                self._drop_done()
             if isinstance(e, asyncio.TimeoutError):
                 self.rejected += 1
                 raise Overloaded(
                     f"server busy: waited {self.queue_timeout:.0f}s in the queue", retry_after=self.retry_after()
                 ) from None
             raise
-        return Slot(self)
+        return Slot(self, bulk)
 
-    def _release(self, held: float | None) -> None:
+    def _drop_done(self) -> None:
+        self._waiters = [w for w in self._waiters if not w.future.done()]
+        heapq.heapify(self._waiters)
+
+    def _release(self, bulk: bool, held: float | None) -> None:
         if held is not None:
             self._mean_hold = 0.8 * self._mean_hold + 0.2 * held
-        while self._waiters:
-            w = heapq.heappop(self._waiters)
-            if not w.future.done():
-                w.future.set_result(None)  # the slot passes straight to the waiter
-                return
         self.active -= 1
+        if bulk:
+            self.active_bulk -= 1
+        # Grant slots to the best waiters that may run now; a bulk waiter blocked by the bulk limit
+        # does not hold up an interactive one behind it.
+        for w in sorted(self._waiters):
+            if w.future.done() or not self._can_run(w.priority):
+                continue
+            self._take(w.priority)
+            w.future.set_result(None)
+        self._drop_done()

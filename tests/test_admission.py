@@ -66,3 +66,30 @@ async def test_queue_timeout_and_cancel_free_the_place():
         await waiter
     held.release()
     assert q.active == 0 and q.queued == 0
+
+
+async def test_bulk_never_takes_the_last_slot():
+    q = AdmissionQueue(max_active=3, max_queued=10, queue_timeout=5)
+    assert q.bulk_limit == 2
+    b1, b2 = await q.acquire(Priority.BULK), await q.acquire(Priority.BULK)
+    b3 = asyncio.create_task(q.acquire(Priority.BULK))
+    await asyncio.sleep(0)
+    assert not b3.done() and q.active == 2  # a slot is free, but not for bulk
+    interactive = await asyncio.wait_for(q.acquire(Priority.INTERACTIVE), 1)  # starts at once
+    assert q.active == 3
+    interactive.release()
+    await asyncio.sleep(0)
+    assert not b3.done()  # the freed slot is the reserved one
+    b1.release()
+    slot3 = await asyncio.wait_for(b3, 1)
+    assert q.active == 2 and q.active_bulk == 2
+    for s in (b2, slot3):
+        s.release()
+    assert q.active == 0 and q.active_bulk == 0 and q.queued == 0
+
+
+async def test_single_slot_still_serves_bulk():
+    q = AdmissionQueue(max_active=1, max_queued=2)
+    assert q.bulk_limit == 1
+    (await q.acquire(Priority.BULK)).release()
+    assert q.active == 0

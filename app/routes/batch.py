@@ -24,8 +24,9 @@ from engine.service import SpeechService
 async def create_speech_batch(request: Request, data: BatchRequest) -> Response:
     service: SpeechService = request.app.state.service
     settings = request.app.state.settings
-    results = await run_batch(service, data, request_id_of(request.scope), parallel=settings.max_concurrent,
-                              timeout=settings.request_timeout)
+    # Bulk work never takes the last slot (see AdmissionQueue), so the batch runs one item fewer.
+    results = await run_batch(service, data, request_id_of(request.scope),
+                              parallel=max(1, settings.max_concurrent - 1), timeout=settings.request_timeout)
     if data.output == "zip":
         return Response(as_zip(results), media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="speech-batch.zip"'})
