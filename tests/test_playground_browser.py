@@ -1,10 +1,12 @@
 """The web playground at `/` in headless Chromium: speak over the WebSocket and over HTTP, time to first
 audio, cancel, the API key, and the voices tab against a tiny random Qwen3 server. Screenshots go to
-docs/screenshots/ (the README shows them). Counters come from `window.playground`."""
+docs/screenshots/ with UPDATE_SCREENSHOTS=1 (the README shows them). Counters come from `window.playground`."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,8 @@ FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--no-first-run", "--autoplay-policy=no-user-gesture-required",
 ]
-SHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are refreshed with UPDATE_SCREENSHOTS=1; ordinary runs leave the tree clean.
+SHOTS = ROOT / "docs" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS") else Path(tempfile.mkdtemp())
 LONG_TEXT = " ".join(f"Sentence {i} of a long reading that the listener will cut short." for i in range(1, 31))
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 
