@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# `make serve EXTRAS=qwen ARGS="--engine qwen --qwen-base DIR"` serves Qwen3 (EXTRAS=qwen,cuda on a GPU host).
+EXTRAS ?=
+ARGS ?=
 
 .PHONY: serve test openapi bench clean
 
@@ -11,16 +14,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+$(VENV)/.serve-installed$(EXTRAS): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[qwen,dev]"
 	touch $@ $(VENV)/.serve-installed
 
-serve: $(VENV)/.serve-installed
-	$(BIN)/speech-gateway serve --host $(HOST) --port $(PORT)
+serve: $(VENV)/.serve-installed$(EXTRAS)
+	$(BIN)/speech-gateway serve --host $(HOST) --port $(PORT) $(ARGS)
 
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check app engine tests bench
