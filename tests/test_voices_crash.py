@@ -127,7 +127,8 @@ def test_sigkill_mid_upload_mid_save_and_mid_delete_leave_no_trace(tmp_path: Pat
     _crash_in(voices, "save")
     _crash_in(voices, "delete")
     left = hidden_entries(voices)
-    assert [n.split("-")[0] for n in left] == [".del", ".tmp"], left  # the crashes did leave debris
+    # The crashes did leave debris (the gateway's own kill may add a .tmp of its own when it landed mid-save).
+    assert {n.split("-")[0] for n in left} == {".del", ".tmp"}, left
 
     # 3. The restart cleans the debris; nothing half-made is visible, the deleted voice stays deleted.
     server = server_factory(*args)
