@@ -21,6 +21,7 @@ Nothing here reads the environment or imports torch/qwen_tts at import time: the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import re
@@ -32,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.base import SAMPLE_RATE, AudioChunk, EngineStatus, SynthesisRequest, Voice
+from engine.base import SAMPLE_RATE, AudioChunk, EngineStatus, Priority, SynthesisRequest, Voice
 from engine.errors import DeadlineExceeded, InvalidRequest, SpeechError, Unavailable
 from engine.text import split_sentences
 from engine.voice_store import SHIPPED_VOICES_DIR, VoiceStore
 from engine.worker import StepWorker
 
+from .bulk_batcher import BulkBatcher, BulkJob
 from .custom_voices import CloneVoices, InlineVoice, reference_clip
 from .voices import DEFAULT_VOICE, qwen_voices, speaker_voices
 
@@ -97,6 +99,9 @@ class QwenConfig:
     wide_char_weight: float = 2.0
     min_segment_frames: int = 24
     max_segment_frames: int = 1500  # 2 minutes of audio for one sentence is a runaway by any measure
+    batch_bulk: bool = True  # bulk requests arriving together share batched forwards (BulkBatcher)
+    bulk_batch_window_s: float = 0.05
+    max_bulk_batch: int = 8
 
     def sources(self) -> dict[str, str]:
         """The configured model kinds and their checkpoint folder or hub id."""
@@ -215,6 +220,9 @@ class QwenEngine:
 
             torch.set_num_threads(self.config.torch_threads)
         self.prompts = ClonePromptCache(self.config.prompt_cache_dir(), self.config.prompt_cache_size)
+        self.batcher = BulkBatcher(window_s=self.config.bulk_batch_window_s, max_batch=self.config.max_bulk_batch,
+                                   first_chunk_frames=self.config.first_chunk_frames,
+                                   chunk_frames=self.config.chunk_frames)
         await self.clones.start()
         for kind, source in self.config.sources().items():
             try:
@@ -294,6 +302,8 @@ class QwenEngine:
             numbers["prompt_cache_misses_total"] = float(stats.computed)
             numbers["prompt_compute_seconds_total"] = stats.compute_seconds
             numbers["prompt_cache_entries"] = float(len(self.prompts))
+        numbers["bulk_batches_total"] = float(self.batcher.batches)
+        numbers["bulk_batched_requests_total"] = float(self.batcher.batched_requests)
         return numbers
 
     def voices(self) -> list[Voice]:
@@ -365,6 +375,15 @@ class QwenEngine:
         knobs = {k: getattr(sampling, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "do_sample")}
         params = [GenerationParams.for_model(loaded, **knobs, max_frames=frame_budget(t, cfg, sampling.max_new_tokens))
                   for t in segments]  # validated here, so a bad knob fails before any audio
+
+        if request.priority >= Priority.BULK and cfg.batch_bulk:
+            job = BulkJob(segments=segments, budgets=[p.max_frames for p in params], language=language,
+                          speaker=speaker, instruct=instruct, prompt=prompt, seed=request.seed,
+                          deadline=request.deadline, request_id=request.request_id)
+            knobs_key = dataclasses.replace(params[0], max_frames=1)
+            async for samples in self.batcher.run((id(worker), knobs_key), worker, loaded, params[0], job):
+                yield AudioChunk(np.asarray(samples, dtype=np.float32), SAMPLE_RATE)
+            return
 
         def steps() -> Iterator[np.ndarray | None]:
             # Runs on the worker thread: the loop state, the decoder and the RNG belong to this request.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.base import AudioChunk, SamplingParams, SynthesisRequest, Voice
+from engine.base import AudioChunk, Priority, SamplingParams, SynthesisRequest, Voice
 from engine.errors import InvalidRequest, Unavailable
 from engine.qwen.engine import QwenConfig, QwenEngine, frame_budget, normalize_language
 from engine.qwen.random_model import force_eos_after
@@ -272,3 +272,47 @@ async def test_design_voice_with_extra_instructions(make_engine, tiny_voice_desi
     await _collect(engine, _request(engine, "narrator-design", sampling=short, instructions="  Whisper. "))
     # The description is the instruct for every segment; request instructions are appended to it.
     assert seen == [voice.description, voice.description, f"{voice.description} Whisper."]
+
+
+# -- list batching of bulk requests (BulkBatcher) ----------------------------------------------------
+async def test_bulk_requests_arriving_together_run_as_one_batch(make_engine, tiny_custom_voice_dir):
+    engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), chunk_frames=4)
+    texts = ["Short one.", "A somewhat longer second line.", "Third. It has two sentences."]
+    caps = SamplingParams(max_new_tokens=9)  # at most 8 frames per sentence
+    requests = [_request(engine, voice, text, seed=i, priority=Priority.BULK, sampling=caps)
+                for i, (voice, text) in enumerate(zip(["ryan", "vivian", "aiden"], texts, strict=True))]
+    results = await asyncio.gather(*(_collect(engine, r) for r in requests))
+    assert engine.batcher.batches == 1 and engine.batcher.batched_requests == 3
+    for text, chunks in zip(texts, results, strict=True):
+        audio = _audio(chunks)
+        sentences = 2 if text.startswith("Third") else 1
+        assert len(audio) % FRAME == 0 and 0 < len(audio) <= sentences * 8 * FRAME
+        assert np.isfinite(audio).all() and float(np.abs(audio).max()) > 1e-4
+    # The same seed gives the same audio in a batch of different companions.
+    again = await asyncio.gather(*(_collect(engine, r) for r in [requests[0], requests[2]]))
+    assert engine.batcher.batches == 2
+    assert np.array_equal(_audio(again[0]), _audio(results[0]))
+
+
+async def test_interactive_requests_are_not_batched_and_a_leaver_does_not_stop_the_others(
+        make_engine, tiny_custom_voice_dir):
+    engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), chunk_frames=2)
+    await _collect(engine, _request(engine, "ryan", "Interactive.", sampling=SamplingParams(max_new_tokens=5)))
+    assert engine.batcher.batches == 0
+    long_caps = SamplingParams(max_new_tokens=25)
+    stays = _request(engine, "ryan", "This one stays to the end.", seed=1, priority=Priority.BULK, sampling=long_caps)
+    leaves = engine.synthesize(_request(engine, "vivian", "This one leaves early.", seed=2, priority=Priority.BULK,
+                                        sampling=long_caps))
+    staying = asyncio.ensure_future(_collect(engine, stays))
+    first = await anext(leaves)
+    assert len(first.samples) > 0
+    await leaves.aclose()  # the client went away after its first chunk
+    audio = _audio(await staying)
+    assert engine.batcher.batched_requests == 2
+    # Undisturbed: exactly what the same pair gives when nobody leaves.
+    companion = _request(engine, "vivian", "This one leaves early.", seed=2, priority=Priority.BULK,
+                         sampling=long_caps)
+    both = await asyncio.gather(_collect(engine, stays), _collect(engine, companion))
+    assert engine.batcher.batches == 2
+    assert np.array_equal(audio, _audio(both[0]))
+    assert len(_audio(both[1])) > len(first.samples)

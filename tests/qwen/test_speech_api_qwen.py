@@ -129,3 +129,26 @@ def test_models_this_server_cannot_serve(tmp_path, tiny_base_dir):
         assert ready["primary"] == "qwen" and {e["name"] for e in ready["engines"]} == {"qwen", "embedded"}
     finally:
         server.stop()
+
+
+def _metric(server, name: str) -> float:
+    text = httpx.get(server.url + "/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and 'engine="qwen"' in line)
+
+
+def test_batch_items_share_batched_forwards(qwen_server):
+    """The batch endpoint's items run at bulk priority; those for one model are batched together."""
+    before = (_metric(qwen_server, "speech_gateway_engine_bulk_batches_total"),
+              _metric(qwen_server, "speech_gateway_engine_bulk_batched_requests_total"))
+    items = [{"model": "tts-1", "voice": v, "input": f"Batch item {i}.", "response_format": "wav", "seed": i,
+              "max_new_tokens": 7} for i, v in enumerate(["ryan", "vivian", "aiden"])]
+    r = httpx.post(qwen_server.v1 + "/audio/speech/batch", json={"items": items}, timeout=300)
+    assert r.status_code == 200
+    for item in r.json()["data"]:
+        assert item["status"] == "ok"
+        samples = decode_audio(base64.b64decode(item["audio"]), "wav")[0]
+        assert 0 < len(samples) <= 6 * FRAME and len(samples) % FRAME == 0
+    batches = _metric(qwen_server, "speech_gateway_engine_bulk_batches_total") - before[0]
+    batched = _metric(qwen_server, "speech_gateway_engine_bulk_batched_requests_total") - before[1]
+    assert batched == 3 and batches < 3  # at least two items shared one batched stream
