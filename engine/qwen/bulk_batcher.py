@@ -62,6 +62,7 @@ class BulkBatcher:
         self.first_chunk_frames = first_chunk_frames
         self.chunk_frames = chunk_frames
         self._open: dict[tuple, _Group] = {}
+        self._tasks: set[asyncio.Future] = set()
         self.batches = 0  # groups run, for tests and metrics
         self.batched_requests = 0
 
@@ -73,7 +74,9 @@ class BulkBatcher:
             group = _Group([])
             self._open[key] = group
             asyncio.get_running_loop().call_later(self.window_s, self._close_group, key, group)
-            asyncio.ensure_future(self._drive(group, worker, loaded, params))
+            task = asyncio.ensure_future(self._drive(group, worker, loaded, params))
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
         group.jobs.append(job)
         if len(group.jobs) >= self.max_batch:
             self._close_group(key, group)
