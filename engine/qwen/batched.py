@@ -38,14 +38,11 @@ import torch
 from transformers.cache_utils import DynamicCache
 from transformers.generation.logits_process import (
     LogitsProcessorList,
-    MinNewTokensLengthLogitsProcessor,
-    RepetitionPenaltyLogitsProcessor,
-    SuppressTokensLogitsProcessor,
 )
 
 from .codec_stream import StreamingCodecDecoder
 from .loader import LoadedModel
-from .streaming import MIN_FRAMES_BEFORE_EOS, GenerationParams, PreparedInput, _sample, _warpers
+from .streaming import GenerationParams, PreparedInput, _sample, build_processors
 
 
 class _BatchLoop:
@@ -72,16 +69,7 @@ class _BatchLoop:
         self.eos = int(tc.codec_eos_token_id)
         self.groups = int(tc.num_code_groups)
         self.device = self.prepared[0].prefill.device
-        vocab = int(tc.vocab_size)
-        suppress = [i for i in range(vocab - 1024, vocab) if i != self.eos]
-        procs: list = [RepetitionPenaltyLogitsProcessor(penalty=params.repetition_penalty)]
-        procs = procs if params.repetition_penalty != 1.0 else []
-        procs += [MinNewTokensLengthLogitsProcessor(0, MIN_FRAMES_BEFORE_EOS, self.eos, device=self.device),
-                  SuppressTokensLogitsProcessor(suppress, device=self.device)]
-        procs += _warpers(params.temperature, params.top_k, params.top_p) if params.do_sample else []
-        self.processors = LogitsProcessorList(procs)
-        sub = _warpers(params.subtalker_temperature, params.subtalker_top_k, params.subtalker_top_p)
-        self.sub_processors = LogitsProcessorList(sub if params.subtalker_dosample else [])
+        self.processors, self.sub_processors = build_processors(params, self.eos, int(tc.vocab_size), self.device)
 
         # Left padding exactly as the official generate (zeros, mask 0 on the left).
         lengths = [p.prefill.shape[1] for p in self.prepared]

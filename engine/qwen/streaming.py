@@ -246,6 +246,23 @@ def _sample(scores: torch.Tensor, processors: LogitsProcessorList, history: torc
     return torch.argmax(scores, dim=-1)
 
 
+def build_processors(params: GenerationParams, eos: int, vocab: int, device: torch.device
+                     ) -> tuple[LogitsProcessorList, LogitsProcessorList]:
+    """The official logits processing for codebook 0, and the code predictor's warpers.
+
+    HF's order: repetition penalty, min new tokens (EOS blocked for the first frames), suppression of
+    the top 1024 ids except EOS, then the sampling warpers.
+    """
+    suppress = [i for i in range(vocab - 1024, vocab) if i != eos]
+    procs: list = [RepetitionPenaltyLogitsProcessor(penalty=params.repetition_penalty)]
+    procs = procs if params.repetition_penalty != 1.0 else []
+    procs += [MinNewTokensLengthLogitsProcessor(0, MIN_FRAMES_BEFORE_EOS, eos, device=device),
+              SuppressTokensLogitsProcessor(suppress, device=device)]
+    procs += _warpers(params.temperature, params.top_k, params.top_p) if params.do_sample else []
+    sub = _warpers(params.subtalker_temperature, params.subtalker_top_k, params.subtalker_top_p)
+    return LogitsProcessorList(procs), LogitsProcessorList(sub if params.subtalker_dosample else [])
+
+
 def _warpers(temperature: float, top_k: int, top_p: float) -> list:
     # The sampling-only processors HF adds, in HF's order and under HF's conditions.
     return ([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []) + (
@@ -265,17 +282,7 @@ class _FrameLoop:
         self.eos = int(tc.codec_eos_token_id)
         self.groups = int(tc.num_code_groups)
         self.device = prepared.prefill.device
-        vocab = int(tc.vocab_size)
-        suppress = [i for i in range(vocab - 1024, vocab) if i != self.eos]
-        # HF's order: repetition penalty, min new tokens, suppress tokens, then the sampling warpers.
-        procs: list = [RepetitionPenaltyLogitsProcessor(penalty=params.repetition_penalty)]
-        procs = procs if params.repetition_penalty != 1.0 else []
-        procs += [MinNewTokensLengthLogitsProcessor(0, MIN_FRAMES_BEFORE_EOS, self.eos, device=self.device),
-                  SuppressTokensLogitsProcessor(suppress, device=self.device)]
-        procs += _warpers(params.temperature, params.top_k, params.top_p) if params.do_sample else []
-        self.processors = LogitsProcessorList(procs)
-        sub = _warpers(params.subtalker_temperature, params.subtalker_top_k, params.subtalker_top_p)
-        self.sub_processors = LogitsProcessorList(sub if params.subtalker_dosample else [])
+        self.processors, self.sub_processors = build_processors(params, self.eos, int(tc.vocab_size), self.device)
         self.cache, self.length = DynamicCache(), 0  # talker KV cache and the tokens in it
         self.rope_delta: torch.Tensor | None = None
         self.history = torch.zeros((1, 0), dtype=torch.long, device=self.device)  # codebook-0 tokens
