@@ -117,12 +117,7 @@ class StepWorker:
 
     async def _consume(self, s: _Stream[T]) -> AsyncIterator[T]:
         try:
-            while True:
-                item = await s.queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
+            async for item in queue_items(s.queue, _END):
                 yield item
         finally:
             # Reached on normal end too; cancelling a finished stream is a no-op.
@@ -207,6 +202,17 @@ class StepWorker:
             self._ready.clear()
         for s in left:
             self._finish(s, EngineFailure(f"worker {self.name} stopped"))
+
+
+async def queue_items(queue: asyncio.Queue, end: object) -> AsyncIterator:
+    """The items put on `queue` until `end`; an exception put on it is raised here."""
+    while True:
+        item = await queue.get()
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 async def _first(it: AsyncIterator[tuple[T]]) -> T:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..base import Priority
-from ..worker import StepWorker
+from ..worker import StepWorker, queue_items
 
 
 @dataclass(eq=False)
@@ -81,12 +81,7 @@ class BulkBatcher:
         if len(group.jobs) >= self.max_batch:
             self._close_group(key, group)
         try:
-            while True:
-                item = await job.queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
+            async for item in queue_items(job.queue, _END):
                 yield item
         finally:
             job.gone = True
