@@ -27,11 +27,12 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+from bench.gateway import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -171,26 +172,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--items must be 1-64 (the batch endpoint's limit)")
     if args.engine == "qwen" and not (args.qwen_base or args.url):
         parser.error("--engine qwen needs --qwen-base DIR (e.g. from `speech-gateway random-model DIR`)")
-    server = None
-    if args.url:
-        if httpx.URL(args.url).host not in ("127.0.0.1", "localhost", "::1"):
-            parser.error("benchmarks only target loopback addresses")
-        url = args.url.rstrip("/")
-    else:
-        from tests.server import start_server
-
-        flags = ["--max-queue", "256", "--max-concurrent", str(args.max_concurrent), "--queue-timeout", "600",
-                 "--log-level", "warning"]
-        if args.engine == "qwen":
-            flags += ["--engine", "qwen", "--qwen-base", args.qwen_base, "--preload"]
-        server = start_server(Path(tempfile.mkdtemp(prefix="bench-batch-")), *flags, timeout=600)
-        url = server.url
+    flags = ["--max-queue", "256", "--max-concurrent", str(args.max_concurrent), "--queue-timeout", "600",
+             "--log-level", "warning"]
+    if args.engine == "qwen":
+        flags += ["--engine", "qwen", "--qwen-base", args.qwen_base, "--preload"]
     started = time.perf_counter()
-    try:
-        result = asyncio.run(measure(url, args.voice, args.items, args.probes, args.budget, args.drain))
-    finally:
-        if server is not None:
-            server.stop()
+    with gateway(parser, args.url, *flags, prefix="bench-batch-", timeout=600) as target:
+        result = asyncio.run(measure(target.url, args.voice, args.items, args.probes, args.budget, args.drain))
     print(json.dumps({"engine": args.engine, "items": args.items, "max_concurrent": args.max_concurrent,
                       "probe_chars": len(PROBE), "item_chars": len(ITEM), "max_new_tokens": max_new_tokens, **result,
                       "wall_seconds": round(time.perf_counter() - started, 1)}, indent=2))

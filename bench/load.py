@@ -18,13 +18,13 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
+
+from bench.gateway import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,7 +35,6 @@ TEXTS = (
     "Streaming speech starts playing before the whole text is done. This sentence is the second one. "
     "And here is a third, so the stream has a few chunks.",
 )
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_BACKOFF = 2.0  # seconds: honour Retry-After, but never idle a bounded run for long
 
 
@@ -258,21 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-args", default="--max-concurrent 4 --max-queue 64",
                         help="flags for the server this script starts")
     args = parser.parse_args(argv)
-    server = None
-    if args.url:
-        if urlsplit(args.url).hostname not in LOOPBACK:
-            parser.error("load tests only target loopback addresses")
-        url, pid = args.url.rstrip("/"), args.pid
-    else:
-        from tests.server import start_server
-
-        server = start_server(Path(tempfile.mkdtemp(prefix="bench-load-")), *args.server_args.split())
-        url, pid = server.url, server.proc.pid
-    try:
-        report = asyncio.run(run(url, args.clients, args.requests, args.duration, not args.no_ws, pid))
-    finally:
-        if server is not None:
-            server.stop()
+    with gateway(parser, args.url, *args.server_args.split(), prefix="bench-load-", pid=args.pid) as target:
+        report = asyncio.run(run(target.url, args.clients, args.requests, args.duration, not args.no_ws,
+                                 target.pid))
     report["requests_per_transport"] = args.requests
     print(json.dumps(report, indent=2))
 

@@ -17,11 +17,12 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+from bench.gateway import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -122,18 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--rounds", type=int, default=10, help="batches of `concurrency` requests per level")
     args = parser.parse_args(argv)
-    server = None
-    if args.url:
-        if httpx.URL(args.url).host not in ("127.0.0.1", "localhost", "::1"):
-            parser.error("benchmarks only target loopback addresses")
-        url = args.url.rstrip("/")
-    else:
-        from tests.server import start_server
-
-        server = start_server(Path(tempfile.mkdtemp(prefix="bench-overhead-")), "--max-queue", "256")
-        url = server.url
     levels = {}
-    try:
+    with gateway(parser, args.url, "--max-queue", "256", prefix="bench-overhead-") as target:
+        url = target.url
         for c in args.concurrency:
             direct = asyncio.run(in_process(c, args.rounds))
             before = server_ttfa(url)
@@ -148,9 +140,6 @@ def main(argv: list[str] | None = None) -> None:
                 "overhead_first_audio_ms_p50": round(http["first_audio_ms"]["p50"] - direct["first_audio_ms"]["p50"], 1),
                 "overhead_rtf_p50": round(http["rtf"]["p50"] - direct["rtf"]["p50"], 4),
             }
-    finally:
-        if server is not None:
-            server.stop()
     print(json.dumps({"engine": "embedded", "text_chars": len(TEXT), "rounds": args.rounds, "concurrency": levels},
                      indent=2))
 
