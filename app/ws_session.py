@@ -158,6 +158,17 @@ class WsChannel:
         return decode_event(raw, union, known)
 
 
+class SocketSession:
+    """What every speech socket session starts from: the service, the keys, the channel, the credentials."""
+
+    def __init__(self, socket: WebSocket, service: SpeechService, settings: Any, keys: tuple[str, ...]):
+        self.service = service
+        self.keys = keys
+        self.channel = WsChannel(socket, idle_timeout=settings.ws_idle_timeout,
+                                 max_message_bytes=settings.ws_max_message_bytes)
+        self.credentials = Credentials.of(socket)
+
+
 # -- utterances -------------------------------------------------------------------------------
 @dataclass(eq=False)
 class Utterance:

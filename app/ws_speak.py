@@ -50,7 +50,7 @@ from .ws_protocol import (
     Stopped,
     error_code,
 )
-from .ws_session import Credentials, IdleTimeout, Utterance, UtterancePlayer, WsChannel
+from .ws_session import IdleTimeout, SocketSession, Utterance, UtterancePlayer
 
 
 class _Refused(Exception):
@@ -64,16 +64,12 @@ def speakable_languages(service: SpeechService) -> list[str]:
     return ["auto", *sorted({v.language for v in service.registry.list()} - {"auto"})]
 
 
-class SpeakSession:
+class SpeakSession(SocketSession):
     """One `/api/v1/speak` connection: READY → (STARTED) → SPEAKING → READY … → STOPPED."""
 
     def __init__(self, socket: WebSocket, service: SpeechService, settings: Settings, keys: tuple[str, ...]):
-        self.service = service
-        self.keys = keys
+        super().__init__(socket, service, settings, keys)
         self.session_id = f"ws_{uuid.uuid4().hex[:16]}"
-        self.channel = WsChannel(socket, idle_timeout=settings.ws_idle_timeout,
-                                 max_message_bytes=settings.ws_max_message_bytes)
-        self.credentials = Credentials.of(socket)
         self.max_queued = settings.ws_max_queued_utterances
         # Defaults that make a bare `speak` work, as the shipped client needs.
         self.voice: str | None = None

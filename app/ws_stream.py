@@ -42,24 +42,20 @@ from .ws_protocol import (
     StreamError,
     error_code,
 )
-from .ws_session import Credentials, IdleTimeout, Utterance, UtterancePlayer, WsChannel
+from .ws_session import IdleTimeout, SocketSession, Utterance, UtterancePlayer
 
 # Text accepted but not yet spoken, per socket: an LLM far faster than speech is told to slow down
 # (vLLM-Omni bounds the same buffer at 100k characters).
 MAX_PENDING_CHARS = 100_000
 
 
-class TextStreamSession:
+class TextStreamSession(SocketSession):
     """One connection; sessions (config → text … → done) follow each other on it."""
 
     def __init__(self, socket: WebSocket, service: SpeechService, settings: Settings, keys: tuple[str, ...]):
-        self.service = service
-        self.keys = keys
+        super().__init__(socket, service, settings, keys)
         self.settings = settings
         self.socket_id = f"wss_{uuid.uuid4().hex[:16]}"
-        self.channel = WsChannel(socket, idle_timeout=settings.ws_idle_timeout,
-                                 max_message_bytes=settings.ws_max_message_bytes)
-        self.credentials = Credentials.of(socket)
         self.player: UtterancePlayer
         self.config: SessionConfig | None = None
         self.engine: str | None = None
