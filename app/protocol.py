@@ -44,6 +44,8 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
     top_k: Annotated[int, Meta(ge=1, le=4096)] | None = None
     repetition_penalty: Annotated[float, Meta(ge=1.0, le=2.0)] | None = None
     max_new_tokens: Annotated[int, Meta(ge=1, le=8192, description="Cap on 12.5 Hz codec frames")] | None = None
+    min_new_tokens: Annotated[int, Meta(ge=1, le=8192, description=(
+        "End of speech is refused before this many 12.5 Hz frames (Qwen3; the model's default is 2)"))] | None = None
     do_sample: bool | None = None
     priority: Literal["interactive", "bulk"] = "interactive"
     # -- inline cloning for one request (Qwen3 Base model; vLLM-Omni's names) ------------------

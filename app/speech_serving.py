@@ -61,6 +61,7 @@ def to_params(data: SpeechRequest, request_id: str, engines: set[str], inline: V
             top_k=data.top_k,
             repetition_penalty=data.repetition_penalty,
             max_new_tokens=data.max_new_tokens,
+            min_new_tokens=data.min_new_tokens,
             do_sample=data.do_sample,
         ),
         priority=Priority.BULK if data.priority == "bulk" else Priority.INTERACTIVE,

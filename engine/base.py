@@ -34,6 +34,7 @@ class SamplingParams:
     top_k: int | None = None
     repetition_penalty: float | None = None
     max_new_tokens: int | None = None
+    min_new_tokens: int | None = None
     do_sample: bool | None = None
 
 

@@ -79,7 +79,7 @@ def test_speech_request_fields(doc):
     request = doc["components"]["schemas"]["SpeechRequest"]
     props = request["properties"]
     openai = {"model", "input", "voice", "instructions", "response_format", "speed", "stream_format"}
-    ours = {"language", "seed", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "do_sample",
+    ours = {"language", "seed", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "min_new_tokens", "do_sample",
             "priority"}
     assert openai | ours <= set(props)
     assert set(request["required"]) == {"model", "input", "voice"}

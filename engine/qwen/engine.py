@@ -372,7 +372,8 @@ class QwenEngine:
         speaker = (voice.speaker or voice.id) if voice.kind == "speaker" else None
         instruct = self._instruct(request)
         # The checkpoint's generation_config.json, overridden by what the request sets (None = unset).
-        knobs = {k: getattr(sampling, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "do_sample")}
+        knobs = {k: getattr(sampling, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "do_sample",
+                                                "min_new_tokens")}
         params = [GenerationParams.for_model(loaded, **knobs, max_frames=frame_budget(t, cfg, sampling.max_new_tokens))
                   for t in segments]  # validated here, so a bad knob fails before any audio
 

@@ -196,10 +196,12 @@ class GenerationParams:
     subtalker_top_k: int = 50
     subtalker_top_p: float = 1.0
     max_frames: int = 8191
+    min_frames: int = MIN_FRAMES_BEFORE_EOS  # EOS is refused before this many frames
 
     def __post_init__(self) -> None:
         checks = (
             (self.max_frames >= 1, "max_frames must be at least 1", "max_new_tokens"),
+            (self.min_frames >= MIN_FRAMES_BEFORE_EOS, "min_frames must be at least 2", "min_new_tokens"),
             (self.temperature > 0 or not self.do_sample, "temperature must be > 0", "temperature"),
             (self.subtalker_temperature > 0 or not self.subtalker_dosample, "subtalker_temperature must be > 0",
              "subtalker_temperature"),
@@ -215,18 +217,21 @@ class GenerationParams:
     def for_model(cls, loaded: LoadedModel, **overrides: Any) -> GenerationParams:
         """The checkpoint's generation_config.json defaults, then `overrides` that are not None.
 
-        `max_new_tokens` is accepted too (official meaning: max_frames + 1)."""
+        `max_new_tokens` is accepted too (official meaning: max_frames + 1), and `min_new_tokens`
+        (EOS refused before that many frames; never below the official 2)."""
         names = {f.name for f in fields(cls)}
         values = {**loaded.generate_defaults, **{k: v for k, v in overrides.items() if v is not None}}
         if "max_new_tokens" in values:
             values.setdefault("max_frames", int(values.pop("max_new_tokens")) - 1)
-        if set(overrides) - names - {"max_new_tokens"}:
+        if "min_new_tokens" in values:
+            values.setdefault("min_frames", max(MIN_FRAMES_BEFORE_EOS, int(values.pop("min_new_tokens"))))
+        if set(overrides) - names - {"max_new_tokens", "min_new_tokens"}:
             raise TypeError(f"unknown generation parameters: {sorted(set(overrides) - names)}")
         return cls(**{k: v for k, v in values.items() if k in names})
 
     def official_kwargs(self) -> dict[str, Any]:
         """The same settings as kwargs for the official `generate_*` (for comparisons)."""
-        kw = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "max_frames"}
+        kw = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("max_frames", "min_frames")}
         kw["max_new_tokens"] = self.max_frames + 1
         return kw
 
@@ -256,7 +261,7 @@ def build_processors(params: GenerationParams, eos: int, vocab: int, device: tor
     suppress = [i for i in range(vocab - 1024, vocab) if i != eos]
     procs: list = [RepetitionPenaltyLogitsProcessor(penalty=params.repetition_penalty)]
     procs = procs if params.repetition_penalty != 1.0 else []
-    procs += [MinNewTokensLengthLogitsProcessor(0, MIN_FRAMES_BEFORE_EOS, eos, device=device),
+    procs += [MinNewTokensLengthLogitsProcessor(0, params.min_frames, eos, device=device),
               SuppressTokensLogitsProcessor(suppress, device=device)]
     procs += _warpers(params.temperature, params.top_k, params.top_p) if params.do_sample else []
     sub = _warpers(params.subtalker_temperature, params.subtalker_top_k, params.subtalker_top_p)

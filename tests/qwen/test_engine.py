@@ -198,6 +198,18 @@ async def test_runaway_guard_bounds_output(make_engine, tiny_custom_voice_dir) -
     assert len(stopped) == 4 * FRAME
 
 
+async def test_min_new_tokens_refuses_an_early_end(make_engine, tiny_custom_voice_dir) -> None:
+    """Frame counts a client can rely on: EOS is refused before `min_new_tokens` frames."""
+    engine = await make_engine(custom_voice=str(tiny_custom_voice_dir))
+    pool = engine.pools["custom_voice"]
+    await pool.ensure_loaded(engine.config)
+    with force_eos_after(pool.models[0], 4):
+        early = _audio(await _collect(engine, _request(engine, "ryan", "Stop.", seed=3)))
+        held = _audio(await _collect(engine, _request(engine, "ryan", "Stop.", seed=3, sampling=SamplingParams(
+            max_new_tokens=9, min_new_tokens=9))))
+    assert len(early) == 4 * FRAME and len(held) == 8 * FRAME
+
+
 async def test_missing_checkpoint_is_not_ready(make_engine, tmp_path: Path) -> None:
     engine = await make_engine(base=str(tmp_path / "no-such-checkpoint"))
     status = engine.status()

@@ -38,7 +38,7 @@ def sdk(server) -> openai.OpenAI:
 
 def pcm(server, voice: str, text: str = "Hello there.", **extra) -> np.ndarray:
     response = sdk(server).audio.speech.create(model="qwen3-tts", voice=voice, input=text, response_format="pcm",
-                                               extra_body={"max_new_tokens": 11, **extra})
+                                               extra_body={"max_new_tokens": 11, "min_new_tokens": 11, **extra})
     return decode_audio(response.content, "pcm")[0]
 
 
@@ -53,10 +53,10 @@ def test_every_model_kind_speaks(qwen_server, voice, kind, extra):
     instructions = extra.pop("instructions", None)
     response = sdk(qwen_server).audio.speech.with_raw_response.create(
         model="tts-1", voice=voice, input="Hello there.", response_format="pcm",
-        **({"instructions": instructions} if instructions else {}), extra_body={"max_new_tokens": 11, "seed": 3})
+        **({"instructions": instructions} if instructions else {}), extra_body={"max_new_tokens": 11, "min_new_tokens": 11, "seed": 3})
     assert response.headers["x-voice"] == voice
     samples = decode_audio(response.content, "pcm")[0]
-    # max_new_tokens N allows N-1 frames (the official meaning); random weights never stop earlier
+    # max_new_tokens N allows N-1 frames (the official meaning); min_new_tokens refuses EOS before then
     # (an ICL clone returns one frame fewer: the official cut of the reference part, reproduced).
     assert len(samples) % FRAME == 0 and 9 * FRAME <= len(samples) <= 10 * FRAME
     assert np.isfinite(samples).all() and float(np.abs(samples).max()) > 1e-3
@@ -73,7 +73,7 @@ def test_openai_names_reach_qwen_voices(qwen_server):
 def test_every_format_streams(qwen_server, fmt):
     with sdk(qwen_server).audio.speech.with_streaming_response.create(
             model="tts-1", voice="ryan", input="Streaming test.", response_format=fmt,
-            extra_body={"max_new_tokens": 17, "seed": 1}) as response:
+            extra_body={"max_new_tokens": 17, "min_new_tokens": 17, "seed": 1}) as response:
         data = b"".join(response.iter_bytes())
     samples, rate = decode_audio(data, fmt)
     assert rate == 24000
@@ -86,7 +86,7 @@ def test_first_audio_leaves_before_synthesis_ends(qwen_server):
     t0 = time.monotonic()
     with httpx.stream("POST", qwen_server.v1 + "/audio/speech", timeout=120, json={
             "model": "tts-1", "voice": "ryan", "input": "One sentence that streams frame by frame.",
-            "response_format": "pcm", "max_new_tokens": 41}) as r:
+            "response_format": "pcm", "max_new_tokens": 41, "min_new_tokens": 41}) as r:
         for piece in r.iter_bytes():
             arrivals.append((time.monotonic() - t0, len(piece)))
     total = sum(n for _, n in arrivals)
@@ -98,7 +98,7 @@ def test_first_audio_leaves_before_synthesis_ends(qwen_server):
 def test_sse_deltas_reassemble(qwen_server):
     with httpx.stream("POST", qwen_server.v1 + "/audio/speech", timeout=120, json={
             "model": "tts-1", "voice": "default", "input": "Events.", "response_format": "wav",
-            "stream_format": "sse", "max_new_tokens": 9}) as r:
+            "stream_format": "sse", "max_new_tokens": 9, "min_new_tokens": 9}) as r:
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1]["type"] == "speech.audio.done"
     assert events[-1]["usage"]["output_tokens"] == 8  # 12.5 Hz frames
