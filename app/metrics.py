@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import re
 import time
@@ -31,7 +32,7 @@ from weakref import WeakKeyDictionary
 from litestar import Request, Response, get
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
@@ -285,7 +286,7 @@ def engine_numbers(engine: object) -> dict[str, float]:
 
 
 def _engine_families(service: SpeechService) -> Iterator[Metric]:
-    families: dict[str, Metric] = {}
+    families: dict[str, Metric] = {}  # by key; histograms under "histogram:<key>"
     for name, engine in service.engines.items():
         try:
             numbers = engine_numbers(engine)
@@ -300,6 +301,13 @@ def _engine_families(service: SpeechService) -> Iterator[Metric]:
                     f"{PREFIX}_engine_{key}", f"Engine-reported {key.replace('_', ' ')}")
                 families[key] = kind(metric, help_text, labels=["engine"])
             families[key].add_metric([name], value)
+        histograms = getattr(engine, "metrics_histograms", None)
+        for key, (edges, counts, total) in (histograms() if callable(histograms) else {}).items():
+            family = families.setdefault(f"histogram:{key}", HistogramMetricFamily(
+                f"{PREFIX}_engine_{key}", f"Engine-reported {key.replace('_', ' ')}", labels=["engine"]))
+            cumulative = list(itertools.accumulate(counts))
+            buckets = [(str(float(e)), c) for e, c in zip(edges, cumulative, strict=True)]
+            family.add_metric([name], buckets + [("+Inf", cumulative[-1] if cumulative else 0)], float(total))
     yield from families.values()
 
 

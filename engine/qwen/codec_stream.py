@@ -25,6 +25,7 @@ chunk with that many previous frames of context and drop their samples, like the
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -92,6 +93,16 @@ class StreamingCodecDecoder:
                 self._decode_stateful(codes, conv_from=max(0, codes.shape[0] - CONV_WARMUP_FRAMES))
             else:
                 self._remember(codes)
+
+    def save_state(self) -> object:
+        """A copy of everything decoded so far (e.g. after priming), for `load_state` on another decoder."""
+        with torch.inference_mode():
+            return copy.deepcopy((self._state, self._history))
+
+    def load_state(self, saved: object) -> None:
+        """Continue from a `save_state` copy; the copy stays untouched (it is copied again)."""
+        with torch.inference_mode():
+            self._state, self._history = copy.deepcopy(saved)
 
     def flush(self) -> np.ndarray:
         """Audio still owed at the end of the stream: none, the decoder is causal without lookahead."""

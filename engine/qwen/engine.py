@@ -21,25 +21,23 @@ Nothing here reads the environment or imports torch/qwen_tts at import time: the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.base import SAMPLE_RATE, AudioChunk, EngineStatus, Priority, SynthesisRequest, Voice
+from engine.base import SAMPLE_RATE, AudioChunk, EngineStatus, SynthesisRequest, Voice
 from engine.errors import DeadlineExceeded, InvalidRequest, SpeechError, Unavailable
 from engine.text import split_sentences
 from engine.voice_store import SHIPPED_VOICES_DIR, VoiceStore
 from engine.worker import StepWorker
 
-from .bulk_batcher import BulkBatcher, BulkJob
 from .custom_voices import CloneVoices, InlineVoice, reference_clip
 from .voices import DEFAULT_VOICE, qwen_voices, speaker_voices
 
@@ -77,6 +75,8 @@ class QwenConfig:
     when there is no voices dir either).
     Frame budget per segment: max(min_segment_frames, text units × frames_per_char) capped at
     max_segment_frames, where a CJK/kana/hangul character counts `wide_char_weight` units.
+    max_batch / cuda_graphs / max_context / prefill_rows: the continuous-batching scheduler
+    (`scheduler.FrameScheduler`, one per instance) and its CUDA graphs.
     """
 
     base: str | None = None
@@ -99,9 +99,13 @@ class QwenConfig:
     wide_char_weight: float = 2.0
     min_segment_frames: int = 24
     max_segment_frames: int = 1500  # 2 minutes of audio for one sentence is a runaway by any measure
-    batch_bulk: bool = True  # bulk requests arriving together share batched forwards (BulkBatcher)
-    bulk_batch_window_s: float = 0.05
-    max_bulk_batch: int = 8
+    max_batch: int | None = None  # rows per model instance in one frame step; None: 32 on CUDA, 8 on CPU
+    cuda_graphs: bool = True  # capture the frame steps per batch-size bucket on CUDA
+    max_context: int = 2048  # CUDA: cache positions per row (prompt + frames); CPU grows as needed
+    prefill_rows: int = 4  # most rows joining the batch per iteration (running rows wait for their prefills)
+
+    def batch_size(self) -> int:
+        return self.max_batch or (32 if self.device.startswith("cuda") else 8)
 
     def sources(self) -> dict[str, str]:
         """The configured model kinds and their checkpoint folder or hub id."""
@@ -142,6 +146,7 @@ class _ModelPool:
     source: str
     workers: list[StepWorker]
     models: list[Any] = field(default_factory=list)  # LoadedModel per worker once loaded
+    schedulers: list[Any] = field(default_factory=list)  # FrameScheduler per worker once loaded
     error: str = ""
     loads: int = 0  # load_model calls made (a test reads it: concurrent first requests load once)
     _task: asyncio.Task | None = None
@@ -184,14 +189,20 @@ class _ModelPool:
             if m.kind != self.kind:
                 self.error = f"{self.source} is a {MODEL_LABEL.get(m.kind, m.kind)} model, not {label}"
                 raise Unavailable(self.error)
+        from .scheduler import FrameScheduler
+
+        self.schedulers = [FrameScheduler(w, m, max_batch=config.batch_size(), first_chunk_frames=config.first_chunk_frames,
+                                          chunk_frames=config.chunk_frames, prefill_rows=config.prefill_rows,
+                                          cuda_graphs=config.cuda_graphs, context=config.max_context)
+                           for w, m in zip(self.workers, models, strict=True)]
         self.models = list(models)
         log.info("loaded Qwen3 %s model %s x%d in %.1fs", label, self.source, len(models),
                  sum(m.load_seconds for m in models))
 
-    def pick(self) -> tuple[StepWorker, Any]:
-        """The least-busy instance (one worker = one model, so calls never overlap on a model)."""
-        i = min(range(len(self.workers)), key=lambda j: self.workers[j].load)
-        return self.workers[i], self.models[i]
+    def pick(self) -> tuple[StepWorker, Any, Any]:
+        """The least-busy instance: its worker, model and scheduler (calls never overlap on a model)."""
+        i = min(range(len(self.workers)), key=lambda j: len(self.schedulers[j].running) + self.schedulers[j].waiting)
+        return self.workers[i], self.models[i], self.schedulers[i]
 
 
 class QwenEngine:
@@ -207,6 +218,7 @@ class QwenEngine:
         self.pools: dict[str, _ModelPool] = {}
         self._unresolved: dict[str, str] = {}
         self._started = False
+        self.graph_reports: dict[str, list[dict]] = {}  # per kind, per instance: what warm-up captured
         self.clones = CloneVoices(self)  # inline clones, prompts prepared ahead / forgotten on delete
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -220,9 +232,6 @@ class QwenEngine:
 
             torch.set_num_threads(self.config.torch_threads)
         self.prompts = ClonePromptCache(self.config.prompt_cache_dir(), self.config.prompt_cache_size)
-        self.batcher = BulkBatcher(window_s=self.config.bulk_batch_window_s, max_batch=self.config.max_bulk_batch,
-                                   first_chunk_frames=self.config.first_chunk_frames,
-                                   chunk_frames=self.config.chunk_frames)
         await self.clones.start()
         for kind, source in self.config.sources().items():
             try:
@@ -239,7 +248,11 @@ class QwenEngine:
 
     async def _warm_up(self, kind: str) -> None:
         """Load, then synthesize a few frames so first-request costs (allocations, prompt) are paid now."""
-        await self.pools[kind].ensure_loaded(self.config)
+        pool = self.pools[kind]
+        await pool.ensure_loaded(self.config)
+        # Batch buffers (and CUDA graphs) now, on each instance's own thread.
+        self.graph_reports[kind] = await asyncio.gather(*(w.call(s.warm_up) for w, s in
+                                                          zip(pool.workers, pool.schedulers, strict=True)))
         candidates = [v for v in self.voices() if VOICE_KIND_TO_MODEL.get(v.kind) == kind]
         if not candidates:
             return
@@ -277,6 +290,9 @@ class QwenEngine:
             "instances": self.config.instances,
             "load_seconds": {k: round(sum(m.load_seconds for m in p.models), 3) for k, p in self.pools.items() if p.loaded},
             "workers": {k: [w.snapshot() for w in p.workers] for k, p in self.pools.items()},
+            # Per kind and instance, what warm-up built: CUDA graph buckets and capture time, or none.
+            "batching": {"max_batch": self.config.batch_size(), "prefill_rows": self.config.prefill_rows,
+                         "graphs": self.graph_reports},
         }
         if self.prompts is not None:
             details["prompt_cache"] = dict(vars(self.prompts.stats), entries=len(self.prompts))
@@ -284,26 +300,19 @@ class QwenEngine:
                             details=details)
 
     def metrics_snapshot(self) -> dict[str, float]:
-        """Numbers for /metrics (see `engine.base.Engine`): worker counters summed, cache, loads."""
-        workers = [w for p in self.pools.values() for w in p.workers]
-        numbers: dict[str, float] = {
-            "active_streams": float(sum(w.load for w in workers)),
-            "loaded_models": float(sum(len(p.models) for p in self.pools.values())),
-        }
+        """Numbers for /metrics (see `engine.base.Engine`): scheduler counters summed, cache, loads."""
+        numbers: dict[str, float] = {"loaded_models": float(sum(len(p.models) for p in self.pools.values()))}
         loads = [m.load_seconds for p in self.pools.values() for m in p.models]
         if loads:
             numbers["model_load_seconds"] = loads[-1]
-        for w in workers:
-            for key, value in vars(w.stats).items():
-                numbers[f"{key}_total"] = numbers.get(f"{key}_total", 0.0) + float(value)
+        numbers.update(self._scheduler_numbers())
+        numbers["active_streams"] = numbers["running_rows"] + numbers["waiting_rows"]
         if self.prompts is not None:
             stats = self.prompts.stats
             numbers["prompt_cache_hits_total"] = float(stats.memory_hits + stats.disk_hits + stats.joined)
             numbers["prompt_cache_misses_total"] = float(stats.computed)
             numbers["prompt_compute_seconds_total"] = stats.compute_seconds
             numbers["prompt_cache_entries"] = float(len(self.prompts))
-        numbers["bulk_batches_total"] = float(self.batcher.batches)
-        numbers["bulk_batched_requests_total"] = float(self.batcher.batched_requests)
         return numbers
 
     def voices(self) -> list[Voice]:
@@ -361,12 +370,13 @@ class QwenEngine:
     async def _stream(
         self, request: SynthesisRequest, pool: _ModelPool, language: str, segments: list[str]
     ) -> AsyncIterator[AudioChunk]:
-        from .streaming import GenerationParams, make_generator, prepare_inputs, stream_audio
+        from .scheduler import StreamJob
+        from .streaming import GenerationParams, prepare_inputs
 
         await pool.ensure_loaded(self.config)
         if request.expired():
             raise DeadlineExceeded("synthesis passed its deadline before it started")
-        worker, loaded = pool.pick()
+        worker, loaded, scheduler = pool.pick()
         voice, sampling, cfg = request.voice, request.sampling, self.config
         prompt = await self._clone_prompt(voice, loaded, worker) if voice.kind == "clone" else None
         speaker = (voice.speaker or voice.id) if voice.kind == "speaker" else None
@@ -377,31 +387,42 @@ class QwenEngine:
         params = [GenerationParams.for_model(loaded, **knobs, max_frames=frame_budget(t, cfg, sampling.max_new_tokens))
                   for t in segments]  # validated here, so a bad knob fails before any audio
 
-        if request.priority >= Priority.BULK and cfg.batch_bulk:
-            job = BulkJob(segments=segments, budgets=[p.max_frames for p in params], language=language,
-                          speaker=speaker, instruct=instruct, prompt=prompt, seed=request.seed,
-                          deadline=request.deadline, request_id=request.request_id)
-            knobs_key = dataclasses.replace(params[0], max_frames=1)
-            async for samples in self.batcher.run((id(worker), knobs_key), worker, loaded, params[0], job):
-                yield AudioChunk(np.asarray(samples, dtype=np.float32), SAMPLE_RATE)
-            return
+        def prepare(i: int) -> Any:  # on the worker thread, when sentence i joins the batch
+            return prepare_inputs(loaded, text=segments[i], language=language, speaker=speaker, instruct=instruct,
+                                  voice_clone_prompt=prompt)
 
-        def steps() -> Iterator[np.ndarray | None]:
-            # Runs on the worker thread: the loop state, the decoder and the RNG belong to this request.
-            generator = make_generator(loaded, request.seed) if request.seed is not None else None
-            for text, segment_params in zip(segments, params, strict=True):
-                prepared = prepare_inputs(loaded, text=text, language=language, speaker=speaker, instruct=instruct,
-                                          voice_clone_prompt=prompt)
-                yield from stream_audio(loaded, prepared, segment_params, generator=generator,
-                                        first_chunk_frames=cfg.first_chunk_frames, chunk_frames=cfg.chunk_frames)
-
-        frames = worker.stream(steps, priority=request.priority, deadline=request.deadline,
-                               request_id=request.request_id)
+        job = StreamJob(sentences=len(segments), prepare=prepare, params=params, seed=request.seed,
+                        priority=request.priority, deadline=request.deadline, request_id=request.request_id)
+        frames = scheduler.submit(job)
         try:
             async for samples in frames:
                 yield AudioChunk(np.asarray(samples, dtype=np.float32), SAMPLE_RATE)
         finally:
-            await frames.aclose()  # type: ignore[attr-defined]  # cancels the worker stream if still running
+            await frames.aclose()  # type: ignore[attr-defined]  # takes the row out of the batch
+
+    def _scheduler_numbers(self) -> dict[str, float]:
+        # Requests: started/finished/cancelled/failed/deadline_exceeded; steps: decode, prefill, graph vs eager.
+        counters = ("started", "finished", "cancelled", "failed", "deadline_exceeded", "decode_steps", "prefills",
+                    "graph_replays", "eager_steps", "decode_seconds")
+        numbers = {"running_rows": 0.0, "waiting_rows": 0.0, **{f"{k}_total": 0.0 for k in counters}}
+        for pool in self.pools.values():
+            for scheduler in pool.schedulers:
+                numbers["running_rows"] += len(scheduler.running)
+                numbers["waiting_rows"] += scheduler.waiting
+                for key in counters:
+                    numbers[f"{key}_total"] += float(getattr(scheduler.stats, key))
+        return numbers
+
+    def metrics_histograms(self) -> dict[str, tuple[tuple[int, ...], list[int], float]]:
+        """Rows per batched decode step: (bucket upper bounds, counts per bucket, sum), summed over instances."""
+        from .scheduler import ROW_BUCKETS
+
+        counts, total = [0] * len(ROW_BUCKETS), 0.0
+        for pool in self.pools.values():
+            for scheduler in pool.schedulers:
+                counts = [a + b for a, b in zip(counts, scheduler.stats.rows_per_step, strict=True)]
+                total += scheduler.stats.rows_sum
+        return {"decode_rows_per_step": (ROW_BUCKETS, counts, total)}
 
     async def _clone_prompt(self, voice: Voice, loaded: Any, worker: StepWorker) -> Any:
         # An inline clone's prompt stays in memory: one-off requests must not grow the disk cache.

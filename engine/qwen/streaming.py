@@ -30,19 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.cache_utils import DynamicCache
-from transformers.generation.logits_process import (
-    LogitsProcessorList,
-    MinNewTokensLengthLogitsProcessor,
-    RepetitionPenaltyLogitsProcessor,
-    SuppressTokensLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
 from ..errors import InvalidRequest
 from .codec_stream import StreamingCodecDecoder
+from .frame_batch import FrameBatch, RowSettings
 from .loader import LoadedModel
 
 MIN_FRAMES_BEFORE_EOS = 2  # the official generate passes min_new_tokens=2
@@ -241,121 +232,43 @@ def make_generator(loaded: LoadedModel, seed: int) -> torch.Generator:
     return torch.Generator(device=loaded.device).manual_seed(int(seed))
 
 
-def _sample(scores: torch.Tensor, processors: LogitsProcessorList, history: torch.Tensor, do_sample: bool,
-            generator: torch.Generator | None) -> torch.Tensor:
-    # As HF `_sample`: processors on a float32 copy of the last logits, softmax, one multinomial draw.
-    scores = processors(history, scores)
-    if do_sample:
-        probs = torch.softmax(scores, dim=-1)
-        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
-    return torch.argmax(scores, dim=-1)
-
-
-def build_processors(params: GenerationParams, eos: int, vocab: int, device: torch.device
-                     ) -> tuple[LogitsProcessorList, LogitsProcessorList]:
-    """The official logits processing for codebook 0, and the code predictor's warpers.
-
-    HF's order: repetition penalty, min new tokens (EOS blocked for the first frames), suppression of
-    the top 1024 ids except EOS, then the sampling warpers.
-    """
-    suppress = [i for i in range(vocab - 1024, vocab) if i != eos]
-    procs: list = [RepetitionPenaltyLogitsProcessor(penalty=params.repetition_penalty)]
-    procs = procs if params.repetition_penalty != 1.0 else []
-    procs += [MinNewTokensLengthLogitsProcessor(0, params.min_frames, eos, device=device),
-              SuppressTokensLogitsProcessor(suppress, device=device)]
-    procs += _warpers(params.temperature, params.top_k, params.top_p) if params.do_sample else []
-    sub = _warpers(params.subtalker_temperature, params.subtalker_top_k, params.subtalker_top_p)
-    return LogitsProcessorList(procs), LogitsProcessorList(sub if params.subtalker_dosample else [])
-
-
-def _warpers(temperature: float, top_k: int, top_p: float) -> list:
-    # The sampling-only processors HF adds, in HF's order and under HF's conditions.
-    return ([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []) + (
-        [TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1)] if top_k != 0 else []) + (
-        [TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1)] if top_p < 1.0 else [])
+def row_settings(params: GenerationParams, max_frames: int | None = None) -> RowSettings:
+    """A `FrameBatch` row's settings from the request's knobs (`max_frames` may lower the cap)."""
+    return RowSettings(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
+                       repetition_penalty=params.repetition_penalty, do_sample=params.do_sample,
+                       subtalker_dosample=params.subtalker_dosample, subtalker_temperature=params.subtalker_temperature,
+                       subtalker_top_k=params.subtalker_top_k, subtalker_top_p=params.subtalker_top_p,
+                       max_frames=min(params.max_frames, max_frames or params.max_frames), min_frames=params.min_frames)
 
 
 class _FrameLoop:
-    """One request's generation state; `step()` makes one frame (one talker forward + predictor)."""
+    """One request on a `FrameBatch` of one slot: the same loop the scheduler runs for many."""
 
     def __init__(self, loaded: LoadedModel, prepared: PreparedInput, params: GenerationParams,
                  generator: torch.Generator | None):
-        tts = loaded.model.model
-        self.talker, self.predictor = tts.talker, tts.talker.code_predictor
-        self.params, self.generator, self.prepared = params, generator, prepared
-        tc = tts.config.talker_config
-        self.eos = int(tc.codec_eos_token_id)
-        self.groups = int(tc.num_code_groups)
-        self.device = prepared.prefill.device
-        self.processors, self.sub_processors = build_processors(params, self.eos, int(tc.vocab_size), self.device)
-        self.cache, self.length = DynamicCache(), 0  # talker KV cache and the tokens in it
-        self.rope_delta: torch.Tensor | None = None
-        self.history = torch.zeros((1, 0), dtype=torch.long, device=self.device)  # codebook-0 tokens
-        self.next_embed: torch.Tensor | None = None  # talker input for the next step
-        self.frames, self.done = 0, False
+        self.batch = FrameBatch(loaded, 1, context=prepared.prefill.shape[1] + 64,
+                                text=prepared.trailing_text.shape[1] + 1)
+        self.prepared, self.params, self.generator = prepared, params, generator
+        self.frames, self.done, self.joined = 0, False, False
 
-    @torch.inference_mode()
     def step(self) -> torch.Tensor | None:
         """Make the next frame's (16,) codes, or None when generation has ended."""
         self.done = self.done or self.frames >= self.params.max_frames
         if self.done:
             return None
-        hidden = self._talker_forward()
-        scores = self.talker.codec_head(hidden)[:, -1, :].to(copy=True, dtype=torch.float32)
-        token = _sample(scores, self.processors, self.history, self.params.do_sample, self.generator)
-        self.history = torch.cat([self.history, token[:, None]], dim=-1)
-        if int(token[0]) == self.eos:
+        batch = self.batch
+        if self.joined:
+            batch.talker_step(1)
+        else:
+            batch.join(0, self.prepared.prefill, self.prepared.trailing_text, row_settings(self.params))
+            self.joined = True
+        batch.draw_noise(0, self.generator, self.params.do_sample, self.params.subtalker_dosample)
+        codes = batch.sample_and_predict(1)[0].to("cpu", copy=True)
+        if int(codes[0]) == batch.eos:
             self.done = True
             return None
-        codes, self.next_embed = self._predict(hidden[:, -1:, :], token[:, None])
         self.frames += 1
         return codes
-
-    def _talker_forward(self) -> torch.Tensor:
-        if self.next_embed is None:  # prefill; positions as the official get_rope_index gives them
-            embeds = self.prepared.prefill
-            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
-            position_ids, delta = self.talker.get_rope_index(mask)
-            self.rope_delta = delta - (1 - mask).sum(dim=-1).unsqueeze(1)
-        else:
-            embeds = self.next_embed
-            mask = torch.ones((1, self.length + 1), dtype=torch.long, device=self.device)
-            pos = torch.arange(1, device=self.device).view(1, -1).add(self.length + self.rope_delta)
-            position_ids = pos.unsqueeze(0).expand(3, -1, -1)
-        n = embeds.shape[1]
-        cache_position = torch.arange(self.length, self.length + n, device=self.device)
-        out = self.talker.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                                past_key_values=self.cache, cache_position=cache_position, use_cache=True)
-        self.length += n
-        return out.last_hidden_state
-
-    def _predict(self, past_hidden: torch.Tensor, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codebooks 1..15 for this frame, and the embedding that feeds the next talker step."""
-        pred = self.predictor
-        token_embed = self.talker.get_input_embeddings()(token)  # (1, 1, H)
-        embeds = pred.small_to_mtp_projection(torch.cat((past_hidden, token_embed), dim=1))
-        cache = DynamicCache()
-        no_history = self.history[:, :0]
-        codes = [token]
-        for j in range(self.groups - 1):
-            n, start = embeds.shape[1], cache.get_seq_length()
-            mask = torch.ones((1, start + n), dtype=torch.long, device=self.device)
-            positions = torch.arange(start, start + n, device=self.device)
-            out = pred.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions.unsqueeze(0),
-                             past_key_values=cache, cache_position=positions, use_cache=True)
-            scores = pred.lm_head[j](out.last_hidden_state)[:, -1, :].to(copy=True, dtype=torch.float32)
-            code = _sample(scores, self.sub_processors, no_history, self.params.subtalker_dosample,
-                           self.generator)[:, None]
-            codes.append(code)
-            if j < self.groups - 2:
-                embeds = pred.small_to_mtp_projection(pred.model.get_input_embeddings()[j](code))
-        table = pred.get_input_embeddings()
-        hiddens = torch.cat([token_embed] + [table[i](codes[i + 1]) for i in range(self.groups - 1)], dim=1)
-        next_embed = hiddens.sum(1, keepdim=True)
-        k = self.frames  # the official generation_step
-        trailing = self.prepared.trailing_text
-        next_embed = next_embed + (trailing[:, k].unsqueeze(1) if k < trailing.shape[1] else self.prepared.tts_pad)
-        return torch.cat(codes, dim=-1)[0].cpu(), next_embed
 
 
 def iter_frames(loaded: LoadedModel, prepared: PreparedInput, params: GenerationParams,

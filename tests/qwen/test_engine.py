@@ -156,30 +156,30 @@ async def test_concurrent_requests_equal_serial_ones(make_engine, tiny_base_dir,
     concurrent = await asyncio.gather(*(_collect(engine, r) for r in requests))
     for alone, together in zip(serial, concurrent, strict=True):
         assert np.array_equal(alone, _audio(together))
-    # The streams really interleaved on the workers (otherwise this test proves nothing).
-    assert engine.status().details["workers"]["custom_voice"][0]["steps"] > 0
+    # The custom-voice streams really shared batched steps (otherwise this test proves nothing).
+    stats = engine.pools["custom_voice"].schedulers[0].stats
+    assert stats.rows_sum > stats.decode_steps
     assert not np.array_equal(serial[1][: len(serial[3])], serial[3][: len(serial[1])])
 
 
-async def test_closing_the_stream_stops_the_worker_within_a_frame(make_engine, tiny_custom_voice_dir) -> None:
+async def test_closing_the_stream_takes_the_row_out_within_a_frame(make_engine, tiny_custom_voice_dir) -> None:
     engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), first_chunk_frames=1, chunk_frames=1)
     text = "This sentence is long enough to keep the model busy for a good number of frames. " * 3
     stream = engine.synthesize(_request(engine, "ryan", text, seed=0))
     first = await stream.__anext__()
     assert len(first.samples) == FRAME
-    worker = engine.pools["custom_voice"].workers[0]
-    while worker.load > 1:  # let the worker retire the finished model-load call first
-        await asyncio.sleep(0.001)
-    cancelled = worker.stats.cancelled
-    steps_at_close = worker.stats.steps
+    scheduler = engine.pools["custom_voice"].schedulers[0]
+    cancelled = scheduler.stats.cancelled
+    steps_at_close = scheduler.stats.decode_steps
     await stream.aclose()
     deadline = time.monotonic() + 10
-    while worker.stats.cancelled == cancelled and time.monotonic() < deadline:
+    while scheduler.stats.cancelled == cancelled and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
-    assert worker.stats.cancelled == cancelled + 1
-    assert worker.stats.steps - steps_at_close <= 1  # at most the step already running
+    assert scheduler.stats.cancelled == cancelled + 1
+    assert scheduler.stats.decode_steps - steps_at_close <= 1  # at most the step already running
     await asyncio.sleep(0.2)
-    assert worker.load == 0 and worker.stats.steps - steps_at_close <= 1
+    assert not scheduler.running and scheduler.waiting == 0
+    assert scheduler.stats.decode_steps - steps_at_close <= 1
 
 
 async def test_runaway_guard_bounds_output(make_engine, tiny_custom_voice_dir) -> None:
@@ -243,7 +243,7 @@ async def test_lazy_load_happens_once_under_concurrency(make_engine, tiny_custom
     results = await asyncio.gather(*(_collect(engine, r) for r in requests))
     assert all(len(_audio(r)) == 3 * FRAME for r in results)
     assert pool.loads == instances  # one load per instance, however many requests raced for it
-    assert all(w.stats.started >= 1 for w in pool.workers)  # requests spread over the instances
+    assert all(s.stats.started >= 1 for s in pool.schedulers)  # requests spread over the instances
 
 
 async def test_clone_prompt_is_computed_once_per_voice(make_engine, tiny_base_dir) -> None:
@@ -286,31 +286,32 @@ async def test_design_voice_with_extra_instructions(make_engine, tiny_voice_desi
     assert seen == [voice.description, voice.description, f"{voice.description} Whisper."]
 
 
-# -- list batching of bulk requests (BulkBatcher) ----------------------------------------------------
-async def test_bulk_requests_arriving_together_run_as_one_batch(make_engine, tiny_custom_voice_dir):
+# -- continuous batching (FrameScheduler) ----------------------------------------------------------
+async def test_bulk_and_interactive_rows_share_steps_and_seeds_hold(make_engine, tiny_custom_voice_dir):
     engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), chunk_frames=4)
     texts = ["Short one.", "A somewhat longer second line.", "Third. It has two sentences."]
     caps = SamplingParams(max_new_tokens=9)  # at most 8 frames per sentence
-    requests = [_request(engine, voice, text, seed=i, priority=Priority.BULK, sampling=caps)
+    requests = [_request(engine, voice, text, seed=i, priority=Priority.BULK if i else Priority.INTERACTIVE,
+                         sampling=caps)
                 for i, (voice, text) in enumerate(zip(["ryan", "vivian", "aiden"], texts, strict=True))]
     results = await asyncio.gather(*(_collect(engine, r) for r in requests))
-    assert engine.batcher.batches == 1 and engine.batcher.batched_requests == 3
+    stats = engine.pools["custom_voice"].schedulers[0].stats
+    assert stats.started == 3 and stats.finished == 3 and stats.rows_sum > stats.decode_steps
     for text, chunks in zip(texts, results, strict=True):
         audio = _audio(chunks)
         sentences = 2 if text.startswith("Third") else 1
         assert len(audio) % FRAME == 0 and 0 < len(audio) <= sentences * 8 * FRAME
         assert np.isfinite(audio).all() and float(np.abs(audio).max()) > 1e-4
-    # The same seed gives the same audio in a batch of different companions.
-    again = await asyncio.gather(*(_collect(engine, r) for r in [requests[0], requests[2]]))
-    assert engine.batcher.batches == 2
-    assert np.array_equal(_audio(again[0]), _audio(results[0]))
+    # The same seed gives the same audio alone, and beside other companions joining later.
+    alone = _audio(await _collect(engine, requests[2]))
+    late = asyncio.ensure_future(_collect(engine, requests[0]))
+    await asyncio.sleep(0.05)
+    again = await asyncio.gather(_collect(engine, requests[2]), late)
+    assert np.array_equal(alone, _audio(results[2])) and np.array_equal(alone, _audio(again[0]))
 
 
-async def test_interactive_requests_are_not_batched_and_a_leaver_does_not_stop_the_others(
-        make_engine, tiny_custom_voice_dir):
+async def test_a_leaver_does_not_disturb_the_others(make_engine, tiny_custom_voice_dir):
     engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), chunk_frames=2)
-    await _collect(engine, _request(engine, "ryan", "Interactive.", sampling=SamplingParams(max_new_tokens=5)))
-    assert engine.batcher.batches == 0
     long_caps = SamplingParams(max_new_tokens=25)
     stays = _request(engine, "ryan", "This one stays to the end.", seed=1, priority=Priority.BULK, sampling=long_caps)
     leaves = engine.synthesize(_request(engine, "vivian", "This one leaves early.", seed=2, priority=Priority.BULK,
@@ -320,11 +321,30 @@ async def test_interactive_requests_are_not_batched_and_a_leaver_does_not_stop_t
     assert len(first.samples) > 0
     await leaves.aclose()  # the client went away after its first chunk
     audio = _audio(await staying)
-    assert engine.batcher.batched_requests == 2
-    # Undisturbed: exactly what the same pair gives when nobody leaves.
-    companion = _request(engine, "vivian", "This one leaves early.", seed=2, priority=Priority.BULK,
-                         sampling=long_caps)
-    both = await asyncio.gather(_collect(engine, stays), _collect(engine, companion))
-    assert engine.batcher.batches == 2
-    assert np.array_equal(audio, _audio(both[0]))
-    assert len(_audio(both[1])) > len(first.samples)
+    scheduler = engine.pools["custom_voice"].schedulers[0]
+    assert scheduler.stats.cancelled == 1 and scheduler.stats.rows_sum > scheduler.stats.decode_steps
+    # Undisturbed: exactly what it gives alone.
+    assert np.array_equal(audio, _audio(await _collect(engine, stays)))
+
+
+async def test_interactive_rows_join_first_when_the_batch_is_full(make_engine, tiny_custom_voice_dir):
+    engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), max_batch=2, chunk_frames=2,
+                               first_chunk_frames=1)
+    pool = engine.pools["custom_voice"]
+    await pool.ensure_loaded(engine.config)
+    order: list[str] = []
+    caps = SamplingParams(max_new_tokens=12, min_new_tokens=12)
+
+    async def run(name: str, priority: Priority) -> None:
+        async for _ in engine.synthesize(_request(engine, "ryan", f"Request {name}.", seed=1, priority=priority,
+                                                  sampling=caps)):
+            if name not in order:
+                order.append(name)
+
+    tasks = [asyncio.ensure_future(run(f"bulk{i}", Priority.BULK)) for i in range(3)]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.ensure_future(run("interactive", Priority.INTERACTIVE)))
+    await asyncio.gather(*tasks)
+    # Two bulk rows fill the batch; the interactive request takes the next free slot before bulk2.
+    assert order.index("interactive") < order.index("bulk2"), order
+    assert max(len(s.running) for s in pool.schedulers) == 0

@@ -124,11 +124,11 @@ def test_instruct_dropped_like_official_on_0b6_custom_voice(tmp_path_factory, mo
 
 
 class _StepCounter:
-    """Counts talker forwards (the prefill and one per frame) on a shared model."""
+    """Counts talker forwards (the prefill and one per frame) on a shared model: each ends in the final norm."""
 
     def __init__(self, loaded):
         self.calls = 0
-        self._h = loaded.model.model.talker.model.register_forward_hook(self._hook)
+        self._h = loaded.model.model.talker.model.norm.register_forward_hook(self._hook)
 
     def _hook(self, *_: object) -> None:
         self.calls += 1

@@ -1,0 +1,386 @@
+"""Continuous batching: one scheduler per model instance steps every active stream in one batch.
+
+Each request becomes a `StreamJob` (its sentences, knobs, seed, priority, deadline). The scheduler
+runs as one long stream on the instance's StepWorker (so model loads and clone prompts still take
+their turn between iterations), and each iteration is:
+
+  1. rows whose client went away or whose deadline passed leave the batch (their slot is free now);
+  2. one talker step for every running row;
+  3. waiting jobs join (their sentence prefilled into a free slot): interactive before bulk, then
+     first come first served, at most `prefill_rows` per iteration so running rows stall for a
+     few short prefills only;
+  4. one frame for every row (`FrameBatch.sample_and_predict`), each row's codes handed to its own
+     stateful codec decoder when its chunk is due (first after `first_chunk_frames`, then every
+     `chunk_frames`), the audio delivered to its async consumer;
+  5. rows that ended their sentence (EOS, frame budget, full cache) leave; a job with more
+     sentences queues again at the front, keeping its decoder-free restart cheap.
+
+Randomness is per job (a `torch.Generator` from its seed, or a random one), so a seeded request
+gives the same audio whatever else runs (up to float rounding between batch shapes, see
+`frame_batch`). A clone voice's decoder state after priming with its reference codes is computed
+once per instance and copied for each stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..base import Priority
+from ..errors import DeadlineExceeded, EngineFailure, SpeechError
+from ..worker import StepWorker, queue_items
+
+log = logging.getLogger(__name__)
+
+_END = object()
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)  # histogram buckets of rows per decode step
+
+
+@dataclass(eq=False)
+class StreamJob:
+    """One request on a scheduler. `prepare(i)` builds sentence i's `PreparedInput` on the worker."""
+
+    sentences: int
+    prepare: Callable[[int], Any]
+    params: list[Any]  # GenerationParams per sentence
+    seed: int | None
+    priority: int = Priority.INTERACTIVE
+    deadline: float | None = None
+    request_id: str = ""
+    loop: asyncio.AbstractEventLoop | None = None
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    gone: bool = False
+    seq: int = 0
+
+    def put(self, item: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+
+@dataclass(eq=False)
+class _Row:
+    """A job's place in the batch while one of its sentences is generated (worker thread only)."""
+
+    job: StreamJob
+    sentence: int
+    generator: Any
+    params: Any
+    max_frames: int
+    decoder: Any = None
+    ref: Any = None  # ICL reference codes, primed into the decoder at the first decode
+    pending: list = field(default_factory=list)
+    due: int = 0
+    frames: int = 0
+
+
+@dataclass
+class SchedulerStats:
+    """Counters for tests and /metrics; written on the worker thread only."""
+
+    started: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    deadline_exceeded: int = 0
+    decode_steps: int = 0
+    prefills: int = 0
+    graph_replays: int = 0
+    eager_steps: int = 0
+    decode_seconds: float = 0.0
+    rows_per_step: list[int] = field(default_factory=lambda: [0] * len(ROW_BUCKETS))
+    rows_sum: int = 0
+
+
+class FrameScheduler:
+    """Continuous batching on one model instance (`loaded`, owned by `worker`)."""
+
+    def __init__(self, worker: StepWorker, loaded: Any, *, max_batch: int = 8, first_chunk_frames: int = 2,
+                 chunk_frames: int = 8, prefill_rows: int = 4, cuda_graphs: bool = True, context: int = 2048,
+                 primed_cache: int = 16):
+        self.worker, self.loaded = worker, loaded
+        self.max_batch = max(1, int(max_batch))
+        self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
+        self.prefill_rows = max(1, int(prefill_rows))
+        self.want_graphs, self.context = cuda_graphs, context
+        self.stats = SchedulerStats()
+        self.batch: Any = None
+        self.graphs: Any = None  # CudaGraphs once captured
+        self.running: list[_Row] = []  # index = slot
+        self._waiting: list[tuple[int, int, _Row | StreamJob]] = []  # (priority, seq, item)
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._driving = False
+        self._tasks: set[asyncio.Future] = set()
+        self._primed: OrderedDict[bytes, Any] = OrderedDict()
+        self._primed_size = primed_cache
+
+    # -- event loop side -----------------------------------------------------------------------
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def submit(self, job: StreamJob) -> AsyncIterator[np.ndarray]:
+        """Queue `job`; iterate the result for its audio. Closing the iterator takes it out of the batch."""
+        job.loop = asyncio.get_running_loop()
+        job.seq = next(self._seq)
+        with self._lock:
+            self._waiting.append((int(job.priority), job.seq, job))
+            start = not self._driving
+            self._driving = True
+        if start:
+            task = asyncio.ensure_future(self._drive_on_worker())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return self._consume(job)
+
+    async def _consume(self, job: StreamJob) -> AsyncIterator[np.ndarray]:
+        try:
+            async for item in queue_items(job.queue, _END):
+                yield item
+        finally:
+            job.gone = True  # read by the worker before its next step
+
+    async def _drive_on_worker(self) -> None:
+        stream = self.worker.stream(self._iterations, priority=Priority.INTERACTIVE, request_id="qwen-batch")
+        try:
+            async for _ in stream:
+                pass
+        except BaseException as e:  # noqa: BLE001 - every job hears about a broken loop
+            error = e if isinstance(e, SpeechError) else EngineFailure(f"the frame loop stopped: {e!r}")
+            with self._lock:
+                jobs = [r.job for r in self.running] + [self._job(item) for _, _, item in self._waiting]
+                self.running, self._waiting, self._driving = [], [], False
+                if self.batch is not None:
+                    self.batch.count = 0
+            for job in jobs:
+                job.put(error)
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _job(item: _Row | StreamJob) -> StreamJob:
+        return item.job if isinstance(item, _Row) else item
+
+    # -- worker side ---------------------------------------------------------------------------
+    def _iterations(self) -> Iterator[None]:
+        while True:
+            with self._lock:
+                if not self.running and not self._waiting:
+                    self._driving = False
+                    return
+            self._iterate()
+            yield None
+
+    def _iterate(self) -> None:
+        t0 = time.perf_counter()
+        self._reap()
+        batch = self._ensure_batch()
+        if self.running:
+            batch.talker_step(len(self.running), self._runner("talker"))
+        self._admit()
+        n = len(self.running)
+        if n == 0:
+            return
+        for slot, row in enumerate(self.running):
+            batch.draw_noise(slot, row.generator, row.params.do_sample, row.params.subtalker_dosample)
+        codes = batch.sample_and_predict(n, self._runner("sample")).to("cpu", copy=True)
+        self._count_step(n)
+        ended = []
+        for slot, row in enumerate(self.running):
+            token = int(codes[slot, 0])
+            if token == batch.eos:
+                ended.append(slot)
+                continue
+            row.pending.append(codes[slot])
+            row.frames += 1
+            if row.frames >= row.max_frames:
+                ended.append(slot)
+            elif len(row.pending) >= row.due:
+                self._deliver(row)
+        for slot in sorted(ended, reverse=True):
+            row = self.running[slot]
+            self._deliver(row)
+            self._leave(slot)
+            self._next_sentence(row)
+        self.stats.decode_seconds += time.perf_counter() - t0
+
+    def _runner(self, step: str) -> Callable | None:
+        if self.graphs is None:
+            return None
+        return self.graphs.runner(step)
+
+    def _count_step(self, n: int) -> None:
+        stats = self.stats
+        stats.decode_steps += 1
+        stats.rows_sum += n
+        if self.graphs is not None and self.graphs.covers(n):
+            stats.graph_replays += 1
+        else:
+            stats.eager_steps += 1
+        for i, edge in enumerate(ROW_BUCKETS):
+            if n <= edge:
+                stats.rows_per_step[i] += 1
+                break
+
+    def _ensure_batch(self) -> Any:
+        if self.batch is None:
+            from .frame_batch import FrameBatch
+
+            cuda = str(self.loaded.device).startswith("cuda")
+            # CUDA: fixed buffers (graphs replay on their addresses); CPU: grow with the longest row.
+            self.batch = FrameBatch(self.loaded, self.max_batch, context=self.context if cuda else 256,
+                                    text=256 if cuda else 64, grow=not cuda, static=cuda and self.want_graphs)
+            if cuda and self.want_graphs:
+                from .cuda_graphs import CudaGraphs
+
+                try:
+                    self.graphs = CudaGraphs(self.batch)
+                except Exception:  # noqa: BLE001 - eager steps still work; say why once
+                    log.exception("CUDA graph capture failed; the Qwen frame loop runs eagerly")
+                    self.graphs = None
+        return self.batch
+
+    def warm_up(self) -> dict[str, Any]:
+        """Build the batch (and capture CUDA graphs) now; call on the worker thread."""
+        self._ensure_batch()
+        return self.graph_report()
+
+    def graph_report(self) -> dict[str, Any]:
+        if self.graphs is None:
+            return {"cuda_graphs": False}
+        return {"cuda_graphs": True, "buckets": list(self.graphs.buckets),
+                "capture_seconds": round(self.graphs.capture_seconds, 3)}
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            keep = []
+            for entry in self._waiting:
+                job = self._job(entry[2])
+                if job.gone:
+                    self.stats.cancelled += 1
+                    job.put(_END)
+                elif job.deadline is not None and now > job.deadline:
+                    self.stats.deadline_exceeded += 1
+                    job.put(DeadlineExceeded("synthesis passed its deadline while waiting for the model"))
+                else:
+                    keep.append(entry)
+            self._waiting = keep
+        for slot in range(len(self.running) - 1, -1, -1):
+            job = self.running[slot].job
+            if job.gone:
+                self.stats.cancelled += 1
+            elif job.deadline is not None and now > job.deadline:
+                self.stats.deadline_exceeded += 1
+                job.put(DeadlineExceeded(f"synthesis passed its deadline after {self.running[slot].frames} frames"))
+            else:
+                continue
+            self._leave(slot)
+
+    def _leave(self, slot: int) -> None:
+        moved = self.batch.leave(slot)
+        if moved is not None:
+            self.running[slot] = self.running[moved]
+        self.running.pop()
+
+    def _admit(self) -> None:
+        free = self.max_batch - len(self.running)
+        if free <= 0:
+            return
+        with self._lock:
+            self._waiting.sort(key=lambda e: (e[0], e[1]))
+            take, self._waiting = self._waiting[: min(free, self.prefill_rows)], self._waiting[min(free, self.prefill_rows):]
+        for _, _, item in take:
+            row = item if isinstance(item, _Row) else self._first_row(item)
+            if row is None:
+                continue
+            try:
+                self._join(row)
+            except SpeechError as e:
+                self.stats.failed += 1
+                row.job.put(e)
+            except Exception as e:  # noqa: BLE001 - one bad request must not stop the batch
+                log.exception("request %s: could not start a sentence", row.job.request_id)
+                self.stats.failed += 1
+                row.job.put(EngineFailure(f"synthesis failed: {type(e).__name__}: {e}"))
+
+    def _first_row(self, job: StreamJob) -> _Row | None:
+        import torch
+
+        self.stats.started += 1
+        seed = job.seed if job.seed is not None else random.randrange(2**62)
+        generator = torch.Generator(device=self.loaded.device).manual_seed(int(seed))
+        return _Row(job=job, sentence=0, generator=generator, params=job.params[0], max_frames=0)
+
+    def _join(self, row: _Row) -> None:
+        from .codec_stream import StreamingCodecDecoder
+        from .streaming import row_settings
+
+        prepared = row.job.prepare(row.sentence)
+        params = row.params = row.job.params[row.sentence]
+        batch = self.batch
+        room = None if batch.grow else batch.context - prepared.prefill.shape[1] - 1
+        settings = row_settings(params, room)
+        slot = len(self.running)
+        batch.join(slot, prepared.prefill, prepared.trailing_text, settings)
+        self.stats.prefills += 1
+        self.running.append(row)
+        row.max_frames, row.frames, row.pending, row.due = settings.max_frames, 0, [], self.first_chunk_frames
+        row.decoder = StreamingCodecDecoder(self.loaded)
+        row.ref = prepared.ref_code
+
+    def _deliver(self, row: _Row) -> None:
+        """Decode the row's pending frames (if any) and hand the audio to its consumer."""
+        import torch
+
+        if not row.pending:
+            return
+        if row.ref is not None:
+            self._prime(row)
+        audio = row.decoder.decode(torch.stack(row.pending))
+        row.pending, row.due = [], self.chunk_frames
+        if audio.size:
+            row.job.put(audio)
+
+    def _prime(self, row: _Row) -> None:
+        # The decoder state after the reference codes depends on the model and the voice only.
+        key = row.ref.numpy().tobytes() if row.ref.device.type == "cpu" else row.ref.cpu().numpy().tobytes()
+        state = self._primed.get(key)
+        if state is None:
+            row.decoder.prime(row.ref)
+            self._primed[key] = row.decoder.save_state()
+            while len(self._primed) > self._primed_size:
+                self._primed.popitem(last=False)
+        else:
+            self._primed.move_to_end(key)
+            row.decoder.load_state(state)
+        row.ref = None
+
+    def _next_sentence(self, row: _Row) -> None:
+        tail = row.decoder.flush()
+        if tail.size:
+            row.job.put(tail)
+        row.sentence += 1
+        if row.sentence >= row.job.sentences or row.job.gone:
+            self.stats.finished += 1
+            row.job.put(_END)
+            return
+        with self._lock:  # back at the front: the job keeps its original place
+            self._waiting.append((int(row.job.priority), row.job.seq, row))
+
+
+__all__ = ["FrameScheduler", "ROW_BUCKETS", "SchedulerStats", "StreamJob"]
