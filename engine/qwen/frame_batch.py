@@ -104,6 +104,7 @@ class FrameBatch:
         self.hidden = torch.zeros(s, hidden, dtype=dtype, device=dev)  # last talker output per row
         self.first_logits = torch.zeros(s, vocab, dtype=torch.float32, device=dev)  # the prefill's
         self.fresh = torch.zeros(s, dtype=torch.bool, device=dev)  # next logits come from the prefill
+        self.logits = torch.zeros(s, vocab, dtype=torch.float32, device=dev)  # last codebook-0 logits, as computed
         self.next_embed = torch.zeros(s, 1, hidden, dtype=dtype, device=dev)
         self.seen = torch.zeros(s, vocab, dtype=torch.bool, device=dev)  # codebook-0 ids produced
         self.penalty = torch.ones(s, device=dev)
@@ -247,6 +248,8 @@ class FrameBatch:
     @torch.inference_mode()
     def talker_step(self, b: int, run: Callable[[Callable, int], None] | None = None) -> None:
         """One talker token for rows 0..b-1 from their `next_embed`."""
+        if self.grow:  # room for this token; fixed batches cap rows' frames at join instead
+            self._reserve(max(self.host_length[:b]) + 1, 0)
         if run is None:
             span = max(self.host_length[:b]) + 1
             self._talker_device(b, span, all(n == span - 1 for n in self.host_length[:b]))
@@ -259,10 +262,11 @@ class FrameBatch:
         talker, pred = self.talker, self.predictor
         hidden = self.hidden[:b]
         if fresh_only:  # only just prefilled: no codec head call (EosForcer counts them)
-            logits = self.first_logits[:b]
+            logits = self.first_logits[:b].clone()
         else:
             logits = talker.codec_head(hidden.unsqueeze(1))[:, -1].float()
             logits = torch.where(self.fresh[:b, None], self.first_logits[:b], logits)
+        self.logits[:b] = logits
         scores = penalize(logits, self.seen, self.penalty, b)
         early = self.frames[:b] < self.min_frames[:b]
         scores[:, self.eos] = torch.where(early, NEG_INF, scores[:, self.eos])
@@ -314,8 +318,8 @@ class FrameBatch:
 
             x = self._layer(layer, x, rope, lambda key, value, i=i: write(i, key, value), mask)
         self.hidden[:b] = model.norm(x)[:, 0]
-        # Padding rows of a graph step advance too; never past the cache (live rows stop well before).
-        self.length[:b] = (pos + 1).clamp(max=self.context - 1)
+        # Padding rows of a static step advance too: never past the cache (live rows stop well before).
+        self.length[:b] = (pos + 1).clamp(max=self.context - 1) if self.static else pos + 1
 
     def _predictor_forward(self, embeds: torch.Tensor, start: int, b: int) -> torch.Tensor:
         model = self.predictor.model

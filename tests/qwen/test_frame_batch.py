@@ -1,0 +1,167 @@
+"""The batched frame loop does not let rows bleed into each other.
+
+A small driver runs `FrameBatch` the way `FrameScheduler` does (talker step, joins, noise, one frame,
+leaves) on a plan of rows that join at different iterations, stop at EOS or at their cap, and reuse
+slots freed by others. Every row's logits and codes are compared with the same row run alone in a
+batch of one, which itself equals the official `generate` (tests/qwen/test_streaming.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+import torch
+
+from engine.qwen.frame_batch import FrameBatch
+from engine.qwen.streaming import GenerationParams, make_generator, prepare_inputs, row_settings
+
+SAMPLED = dict(do_sample=True, subtalker_dosample=True, top_k=20, top_p=0.9, temperature=0.8, subtalker_top_k=30,
+               subtalker_top_p=0.95, subtalker_temperature=0.7, repetition_penalty=1.1)
+GREEDY = dict(do_sample=False, subtalker_dosample=False)
+
+
+@dataclass
+class Row:
+    name: str
+    text: str
+    speaker: str
+    params: GenerationParams
+    seed: int
+    join_at: int = 0
+    instruct: str | None = None
+    codes: list[torch.Tensor] = field(default_factory=list)
+    logits: list[torch.Tensor] = field(default_factory=list)
+
+
+def drive(loaded, rows: list[Row], *, slots: int = 4, static: bool = False, runner=None) -> dict[str, Row]:
+    """Run `rows` through one FrameBatch as the scheduler would; fills each row's codes and logits."""
+    batch = FrameBatch(loaded, slots, context=256 if static else 16, text=64 if static else 4, grow=not static,
+                       static=static)
+    waiting = sorted(rows, key=lambda r: r.join_at)
+    running: list[Row] = []
+    gens: dict[str, torch.Generator] = {}
+    it = 0
+    while waiting or running:
+        if running:
+            batch.talker_step(len(running), runner)
+        while waiting and waiting[0].join_at <= it and len(running) < slots:
+            row = waiting.pop(0)
+            prepared = prepare_inputs(loaded, text=row.text, speaker=row.speaker, instruct=row.instruct)
+            batch.join(len(running), prepared.prefill, prepared.trailing_text, row_settings(row.params))
+            gens[row.name] = make_generator(loaded, row.seed)
+            running.append(row)
+        it += 1
+        if not running:
+            continue
+        for slot, row in enumerate(running):
+            batch.draw_noise(slot, gens[row.name], row.params.do_sample, row.params.subtalker_dosample)
+        codes = batch.sample_and_predict(len(running), runner).to("cpu", copy=True)
+        logits = batch.logits[: len(running)].clone()
+        ended = []
+        for slot, row in enumerate(running):
+            row.logits.append(logits[slot])
+            if int(codes[slot, 0]) == batch.eos:
+                ended.append(slot)
+                continue
+            row.codes.append(codes[slot])
+            if len(row.codes) >= row.params.max_frames:
+                ended.append(slot)
+        for slot in sorted(ended, reverse=True):
+            moved = batch.leave(slot)
+            if moved is not None:
+                running[slot] = running[moved]
+            running.pop()
+    return {r.name: r for r in rows}
+
+
+def solo(loaded, row: Row) -> Row:
+    return drive(loaded, [replace(row, join_at=0, codes=[], logits=[])], slots=1)[row.name]
+
+
+def plan() -> list[Row]:
+    return [
+        Row("a", "The first row is long and keeps going for a while.", "ryan",
+            GenerationParams(**SAMPLED, max_frames=14, min_frames=14), seed=1),
+        Row("b", "Second.", "vivian", GenerationParams(**GREEDY, max_frames=5, min_frames=5), seed=2, join_at=2),
+        Row("c", "A third voice joins later, with instructions.", "aiden",
+            GenerationParams(**SAMPLED, max_frames=9, min_frames=9), seed=3, join_at=3, instruct="Slowly."),
+        # d takes the slot b freed (shorter prompt than what was there before) while a and c run on.
+        Row("d", "Fourth.", "serena", GenerationParams(temperature=1.2, top_k=5, max_frames=6, min_frames=6),
+            seed=4, join_at=8),
+    ]
+
+
+def _same(batched: Row, alone: Row) -> None:
+    assert len(batched.codes) == len(alone.codes) == batched.params.max_frames
+    for mine, ref in zip(batched.logits, alone.logits, strict=True):
+        assert torch.allclose(mine, ref, atol=1e-4, rtol=0), (mine - ref).abs().max()
+    assert torch.equal(torch.stack(batched.codes), torch.stack(alone.codes)), batched.name
+
+
+def test_rows_match_their_solo_runs_whatever_joins_or_leaves(tiny_custom_voice_model) -> None:
+    loaded = tiny_custom_voice_model
+    rows = drive(loaded, plan())
+    for name in "abcd":
+        _same(rows[name], solo(loaded, rows[name]))
+
+
+def test_one_rows_eos_leaves_the_others_untouched(tiny_custom_voice_model) -> None:
+    """EOS made likely for everyone; only the row allowed to stop early stops, the others are unchanged."""
+    loaded = tiny_custom_voice_model
+    talker = loaded.model.model.talker
+    eos = loaded.model.model.config.talker_config.codec_eos_token_id
+
+    def boost(_m, _a, out):
+        out = out.clone()
+        out[..., eos] += 1e4
+        return out
+
+    rows = plan()
+    rows[2] = replace(rows[2], params=replace(rows[2].params, min_frames=4, max_frames=40))
+    handle = talker.codec_head.register_forward_hook(boost)
+    try:
+        batched = drive(loaded, rows)
+        alone = {name: solo(loaded, batched[name]) for name in "abcd"}
+    finally:
+        handle.remove()
+    assert len(batched["c"].codes) == 4 and len(batched["c"].logits) == 5  # the 5th frame was EOS
+    for name in "abd":
+        _same(batched[name], alone[name])
+
+
+def test_freed_slots_carry_nothing_stale(tiny_custom_voice_model) -> None:
+    """A short row in the slot of a long one (with a longer neighbour) equals its solo run."""
+    loaded = tiny_custom_voice_model
+    long = Row("long", "A long first row fills the cache of slot zero with many positions.", "ryan",
+               GenerationParams(**SAMPLED, max_frames=6, min_frames=6), seed=5)
+    neighbour = Row("n", "The neighbour keeps running with a longer cache than the newcomer.", "eric",
+                    GenerationParams(**GREEDY, max_frames=20, min_frames=20), seed=6)
+    short = Row("short", "Hi.", "vivian", GenerationParams(**SAMPLED, max_frames=8, min_frames=8), seed=7, join_at=7)
+    rows = drive(loaded, [long, neighbour, short], slots=2)
+    assert len(rows["long"].codes) == 6
+    _same(rows["short"], solo(loaded, rows["short"]))
+    _same(rows["n"], solo(loaded, rows["n"]))
+
+
+def test_padded_static_steps_equal_dynamic_ones(tiny_custom_voice_model) -> None:
+    """The shapes CUDA graphs replay (whole cache under a mask, batch padded to a bucket) change nothing."""
+    loaded = tiny_custom_voice_model
+    buckets = (1, 2, 4)
+
+    def padded(fn, n: int) -> None:
+        fn(next(b for b in buckets if n <= b))
+
+    dynamic = drive(loaded, plan())
+    static = drive(loaded, plan(), static=True, runner=padded)
+    for name in "abcd":
+        _same(static[name], dynamic[name])
+
+
+def test_fixed_batches_refuse_rows_they_cannot_hold(tiny_custom_voice_model) -> None:
+    loaded = tiny_custom_voice_model
+    batch = FrameBatch(loaded, 1, context=8, text=4, grow=False)
+    prepared = prepare_inputs(loaded, text="This prompt is longer than eight positions.", speaker="ryan")
+    with pytest.raises(ValueError, match="positions"):
+        batch.join(0, prepared.prefill, prepared.trailing_text, row_settings(GenerationParams()))
+    assert batch.count == 0
