@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     chunk_frames: int = 8
     prompt_cache_size: int = 32
     qwen_threads: int | None = None
+    qwen_max_batch: int | None = None
+    no_cuda_graphs: bool = False
+    qwen_max_context: int = 2048
     # WebSockets (/api/v1/speak, /v1/audio/speech/stream)
     ws_idle_timeout: float = 300.0
     ws_max_queued_utterances: int = 8
@@ -104,6 +107,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("chunk_frames", "--chunk-frames", "codec frames in each later audio chunk", int),
     Option("prompt_cache_size", "--prompt-cache-size", "voice-clone prompts kept in memory (LRU)", int),
     Option("qwen_threads", "--qwen-threads", "torch CPU threads per Qwen worker (default: cores / instances)", int),
+    Option("qwen_max_batch", "--qwen-max-batch", "streams one Qwen model instance steps together (default: 32 on CUDA, 8 on CPU)", int),
+    Option("no_cuda_graphs", "--no-cuda-graphs", "run the Qwen frame steps eagerly on CUDA (no graph capture)", bool),
+    Option("qwen_max_context", "--qwen-max-context", "CUDA: prompt + frames one Qwen stream may hold (cache positions per row)", int),
     Option("ws_idle_timeout", "--ws-idle-timeout", "seconds a speech WebSocket may stay silent and idle before it is closed", float),
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),

@@ -99,6 +99,8 @@ class SchedulerStats:
     graph_replays: int = 0
     eager_steps: int = 0
     decode_seconds: float = 0.0
+    primed: int = 0  # clone-voice decoder states computed from reference codes
+    primed_reused: int = 0  # ... and copied from the per-instance cache instead
     rows_per_step: list[int] = field(default_factory=lambda: [0] * len(ROW_BUCKETS))
     rows_sum: int = 0
 
@@ -243,7 +245,7 @@ class FrameScheduler:
             cuda = str(self.loaded.device).startswith("cuda")
             # CUDA: fixed buffers (graphs replay on their addresses); CPU: grow with the longest row.
             self.batch = FrameBatch(self.loaded, self.max_batch, context=self.context if cuda else 256,
-                                    text=256 if cuda else 64, grow=not cuda, static=cuda and self.want_graphs)
+                                    text=512 if cuda else 64, grow=not cuda, static=cuda and self.want_graphs)
             if cuda and self.want_graphs:
                 from .cuda_graphs import CudaGraphs
 
@@ -361,11 +363,13 @@ class FrameScheduler:
         key = row.ref.numpy().tobytes() if row.ref.device.type == "cpu" else row.ref.cpu().numpy().tobytes()
         state = self._primed.get(key)
         if state is None:
+            self.stats.primed += 1
             row.decoder.prime(row.ref)
             self._primed[key] = row.decoder.save_state()
             while len(self._primed) > self._primed_size:
                 self._primed.popitem(last=False)
         else:
+            self.stats.primed_reused += 1
             self._primed.move_to_end(key)
             row.decoder.load_state(state)
         row.ref = None

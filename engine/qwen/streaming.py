@@ -1,25 +1,19 @@
-"""Frame-level Qwen3-TTS generation that reproduces the official non-streaming `generate` exactly.
+"""A request's Qwen3-TTS inputs and knobs, and the single-stream loop that reproduces the official `generate`.
 
 The official path (`Qwen3TTSModel.generate_*` -> `Qwen3TTSForConditionalGeneration.generate` ->
 HF `generate` on the talker, whose forward runs HF `generate` on the code predictor) returns codes
-only at the end, draws from the global RNG and keeps `rope_deltas` on the talker module. This loop
-drives the same modules directly, one frame per step, with all per-request state (KV caches,
-positions, codebook-0 history) held locally and an optional per-request `torch.Generator`:
+only at the end, draws from the global RNG and keeps `rope_deltas` on the talker module. Here:
 
-  prefill   talker over the prompt embeddings (built as in the official `generate`)
-  frame k   sample codebook 0 from the last talker logits with the official processors (repetition
-            penalty over the generated codebook-0 history, EOS blocked for 2 frames, suppression
-            of the top 1024 ids except EOS, then temperature / top-k / top-p), stop at EOS;
-            the code predictor makes codebooks 1..15 (15 small steps, subtalker sampling);
-            the next talker input is the sum of the 16 code embeddings plus the next trailing text
-            embedding (tts_pad once the text is used up); one talker step with the KV cache.
+  prepare_inputs    the prompt embeddings, trailing text and ICL reference codes, built op for op
+                    as the official `generate` builds them (so the floats are identical)
+  GenerationParams  the official knobs (checkpoint defaults + request overrides), validated
+  iter_frames /     one request on a `FrameBatch` of one slot: the very loop the scheduler runs for
+  stream_audio      many streams (frame_batch.py), used by tests and benchmarks; codes equal the
+                    official generate's, greedy or seeded (a `torch.Generator` seeded with s draws
+                    what `torch.manual_seed(s)` makes the global RNG draw; None = global RNG)
 
-RNG: draws happen in the official order (codebook 0 of frame k, then its 15 predictor codes), and a
-`torch.Generator` seeded with s gives the stream `torch.manual_seed(s)` gives the global one, so a
-per-request generator (`make_generator`) reproduces the official seeded output; None = global RNG.
-
-Nothing here mutates the model, so streams interleave step by step on one thread without bleeding
-into each other. Like every use of the model, call these only from the thread that owns it.
+Nothing here mutates the model. Like every use of the model, call these only from the thread that
+owns it.
 """
 
 from __future__ import annotations

@@ -258,6 +258,18 @@ async def test_clone_prompt_is_computed_once_per_voice(make_engine, tiny_base_di
     assert numbers["finished_total"] >= 4 and numbers["loaded_models"] == 1 and numbers["model_load_seconds"] > 0
 
 
+async def test_primed_decoder_state_is_computed_once_per_voice(make_engine, tiny_base_dir) -> None:
+    """The clone voice's decoder state after its reference codes is reused, and using it changes nothing."""
+    engine = await make_engine(base=str(tiny_base_dir), first_chunk_frames=1)
+    caps = SamplingParams(max_new_tokens=6, min_new_tokens=6)
+    first = _audio(await _collect(engine, _request(engine, "default", seed=5, sampling=caps)))
+    other = _audio(await _collect(engine, _request(engine, "default", "Another text.", seed=6, sampling=caps)))
+    again = _audio(await _collect(engine, _request(engine, "default", seed=5, sampling=caps)))
+    stats = engine.pools["base"].schedulers[0].stats
+    assert (stats.primed, stats.primed_reused) == (1, 2)
+    assert np.array_equal(first, again) and len(first) == 5 * FRAME and not np.array_equal(first, other)
+
+
 async def test_preload_loads_and_warms_up(make_engine, tiny_base_dir, tiny_voice_design_dir) -> None:
     engine = await make_engine(base=str(tiny_base_dir), voice_design=str(tiny_voice_design_dir), preload=True)
     status = engine.status()

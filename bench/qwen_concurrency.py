@@ -1,0 +1,145 @@
+"""Benchmark: N concurrent streams through the Qwen engine (continuous batching), one JSON object.
+
+For each concurrency level c, c requests for the shipped `default` clone voice start together, each
+making exactly --frames frames (min_new_tokens = max_new_tokens, so EOS cannot end one early), and
+each is read by a client that starts playing at its first chunk and plays chunks back to back.
+Per level: time to first audio p50/p95/max, seconds of audio per wall second over all streams,
+per-stream RTF (wall / audio), how many streams played without stalls (total stall < 100 ms), the
+median stall, and the scheduler's mean rows per decode step.
+
+Checkpoint: a random-weight copy of the real 0.6B Base architecture (built once into a cache
+folder, ~20 s, ~2.5 GB), --size tiny for the tiny test model, or any folder with --checkpoint.
+
+CPU (here):  python -m bench.qwen_concurrency --levels 1,4 --frames 24
+GPU:         python -m bench.qwen_concurrency --device cuda:0 --levels 1,2,4,8,16,32,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # allow `python bench/qwen_concurrency.py`
+
+TEXT = ("The quick brown fox jumps over the lazy dog while the evening sun sets slowly behind the quiet "
+        "hills of the old town.")
+
+
+def checkpoint(a: argparse.Namespace, out: dict) -> str:
+    if a.checkpoint:
+        return a.checkpoint
+    from engine.qwen.random_model import is_complete, write_random_checkpoint
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qwen-speech-gateway"
+    folder = cache / f"random-{a.size}-base"
+    if not is_complete(folder):
+        t0 = time.perf_counter()
+        write_random_checkpoint(folder, "base", a.size, seed=0)
+        out["build_seconds"] = round(time.perf_counter() - t0, 2)
+    return str(folder)
+
+
+def playback(arrivals: list[tuple[float, float]]) -> float:
+    """Seconds a client that starts at its first chunk and plays back to back spends waiting."""
+    clock, stall = arrivals[0][0], 0.0
+    for at, duration in arrivals:
+        if at > clock:
+            stall += at - clock
+            clock = at
+        clock += duration
+    return stall
+
+
+async def run(a: argparse.Namespace) -> dict:
+    with contextlib.redirect_stdout(sys.stderr):  # qwen_tts prints a banner on import: keep stdout JSON
+        from engine.base import SamplingParams, SynthesisRequest
+        from engine.qwen.engine import QwenConfig, QwenEngine
+        from engine.voice_store import SHIPPED_VOICES_DIR
+
+    out: dict = {"device": a.device, "frames": a.frames, "first_chunk_frames": a.first_chunk_frames,
+                 "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    ckpt = checkpoint(a, out)
+    levels = [int(x) for x in a.levels.split(",")]
+    cfg = QwenConfig(base=ckpt, device=a.device, dtype=a.dtype, preload=True, instances=a.instances,
+                     torch_threads=a.threads, max_batch=a.max_batch or max(levels), cuda_graphs=not a.no_cuda_graphs,
+                     first_chunk_frames=a.first_chunk_frames, chunk_frames=a.chunk_frames,
+                     voices_dirs=(SHIPPED_VOICES_DIR, Path(tempfile.mkdtemp())))
+    engine = QwenEngine(cfg)
+    t0 = time.perf_counter()
+    await engine.start()
+    out.update(checkpoint=ckpt, start_seconds=round(time.perf_counter() - t0, 2),
+               batching=engine.status().details["batching"])
+    voice = next(v for v in engine.voices() if v.id == "default")
+    caps = SamplingParams(max_new_tokens=a.frames + 1, min_new_tokens=a.frames + 1)
+
+    async def one(i: int) -> dict:
+        request = SynthesisRequest(text=TEXT, voice=voice, seed=i, sampling=caps)
+        t0 = time.perf_counter()
+        arrivals = []
+        async for chunk in engine.synthesize(request):
+            arrivals.append((time.perf_counter() - t0, chunk.duration))
+        return {"first": arrivals[0][0], "wall": time.perf_counter() - t0, "audio": sum(d for _, d in arrivals),
+                "stall": playback(arrivals)}
+
+    await one(0)  # warm: first-call allocations, the voice's primed decoder state
+    out["levels"] = {}
+    for c in levels:
+        schedulers = [s for p in engine.pools.values() for s in p.schedulers]
+        before = [(s.stats.decode_steps, s.stats.rows_sum) for s in schedulers]
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(one(i) for i in range(c)))
+        wall = time.perf_counter() - t0
+        steps = sum(s.stats.decode_steps - b[0] for s, b in zip(schedulers, before, strict=True))
+        rows = sum(s.stats.rows_sum - b[1] for s, b in zip(schedulers, before, strict=True))
+        firsts = np.array([r["first"] for r in results])
+        level = {
+            "ttfa_p50": round(float(np.percentile(firsts, 50)), 4),
+            "ttfa_p95": round(float(np.percentile(firsts, 95)), 4),
+            "ttfa_max": round(float(firsts.max()), 4),
+            "audio_per_wall_second": round(sum(r["audio"] for r in results) / wall, 3),
+            "per_stream_rtf_median": round(float(np.median([r["wall"] / r["audio"] for r in results])), 4),
+            "real_time_streams": int(sum(r["stall"] < 0.1 for r in results)),
+            "stall_seconds_median": round(float(np.median([r["stall"] for r in results])), 3),
+            "rows_per_decode_step": round(rows / max(steps, 1), 2),
+            "wall_seconds": round(wall, 2),
+        }
+        out["levels"][str(c)] = level
+        print(json.dumps({"level": c, **level}), file=sys.stderr, flush=True)
+    one_stream = out["levels"].get("1", {}).get("audio_per_wall_second")
+    if one_stream:
+        out["throughput_vs_one_stream"] = {k: round(v["audio_per_wall_second"] / one_stream, 2)
+                                           for k, v in out["levels"].items()}
+    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    await engine.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=None, help="a checkpoint folder (default: random Base of --size)")
+    p.add_argument("--size", default="0.6b", choices=("0.6b", "1.7b", "tiny"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--levels", default="1,2,4,8,16,32,64")
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--first-chunk-frames", type=int, default=1)
+    p.add_argument("--chunk-frames", type=int, default=8)
+    p.add_argument("--instances", type=int, default=1)
+    p.add_argument("--max-batch", type=int, default=None, help="default: the largest level")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-cuda-graphs", action="store_true")
+    a = p.parse_args(argv)
+    print(json.dumps(asyncio.run(run(a)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
