@@ -60,10 +60,9 @@ def playback(arrivals: list[tuple[float, float]]) -> float:
 
 
 async def run(a: argparse.Namespace) -> dict:
-    with contextlib.redirect_stdout(sys.stderr):  # qwen_tts prints a banner on import: keep stdout JSON
-        from engine.base import SamplingParams, SynthesisRequest
-        from engine.qwen.engine import QwenConfig, QwenEngine
-        from engine.voice_store import SHIPPED_VOICES_DIR
+    from engine.base import SamplingParams, SynthesisRequest
+    from engine.qwen.engine import QwenConfig, QwenEngine
+    from engine.voice_store import SHIPPED_VOICES_DIR
 
     out: dict = {"device": a.device, "frames": a.frames, "first_chunk_frames": a.first_chunk_frames,
                  "load_average_before": [round(x, 2) for x in os.getloadavg()]}
@@ -138,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-cuda-graphs", action="store_true")
     a = p.parse_args(argv)
-    print(json.dumps(asyncio.run(run(a)), indent=2))
+    with contextlib.redirect_stdout(sys.stderr):  # qwen_tts prints banners when the model loads: keep stdout JSON
+        out = asyncio.run(run(a))
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

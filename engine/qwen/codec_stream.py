@@ -135,6 +135,10 @@ class StreamingCodecDecoder:
         return _State(DynamicCache(config=self._dec.pre_transformer.config))
 
     def _decode_stateful(self, codes: torch.Tensor, conv_from: int) -> torch.Tensor:
+        return self._upsample(self._transform(codes)[..., conv_from:])[0, 0]
+
+    def _transform(self, codes: torch.Tensor) -> torch.Tensor:
+        """Quantizer, first conv and the sliding-window transformer: (n, 16) codes -> (1, C, n)."""
         if self._state is None:
             self._state = self._new_state()
         st = self._state
@@ -147,14 +151,17 @@ class StreamingCodecDecoder:
             inputs_embeds=hidden, past_key_values=st.cache, use_cache=True, cache_position=positions
         ).last_hidden_state
         st.position += n
-        hidden = hidden.permute(0, 2, 1)[..., conv_from:]
-        for trans, convnext in dec.upsample:
+        return hidden.permute(0, 2, 1)
+
+    def _upsample(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The conv stack from (B, C, n) to (B, 1, n * 1920) samples, continuing the state's tails."""
+        for trans, convnext in self._dec.upsample:
             hidden = self._trans_conv(trans, hidden)
             hidden = self._convnext(convnext, hidden)
         wav = hidden
-        for block in dec.decoder:
+        for block in self._dec.decoder:
             wav = self._block(block, wav)
-        return wav.clamp(min=-1, max=1)[0, 0]
+        return wav.clamp(min=-1, max=1)
 
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         name = type(block).__name__
@@ -205,10 +212,41 @@ class StreamingCodecDecoder:
         return tail
 
 
+def decode_together(decoders: list[StreamingCodecDecoder], codes: list[torch.Tensor]) -> list[np.ndarray]:
+    """Decode several streams' new frames at once: each runs its own transformer, and their conv
+    stacks (most of the cost) run as one batch over their stacked tails. Streams with different
+    frame counts, or decoders in the fallback mode, are decoded one by one. The audio equals each
+    decoder's own `decode` up to float rounding of the batched convolutions."""
+    if len(decoders) < 2 or not all(d.stateful for d in decoders) or len({int(len(c)) for c in codes}) > 1:
+        return [d.decode(c) for d, c in zip(decoders, codes, strict=True)]
+    lead = decoders[0]
+    with torch.inference_mode():
+        hidden = torch.cat([d._transform(d._check(c)) for d, c in zip(decoders, codes, strict=True)])
+        states = [d._state for d in decoders]
+        keys = {k for st in states for k in st.tails} - {id(lead._dec.pre_conv)}
+        joint = _State(None)
+        for key in keys:
+            shape = next(st.tails[key].shape for st in states if key in st.tails)
+            joint.tails[key] = torch.cat([st.tails[key] if key in st.tails else hidden.new_zeros(shape)
+                                          for st in states])
+        own, lead._state = lead._state, joint
+        try:
+            wav = lead._upsample(hidden)
+        finally:
+            lead._state = own
+        for i, st in enumerate(states):
+            for key, tail in joint.tails.items():
+                st.tails[key] = tail[i : i + 1]
+        n = int(len(codes[0]))
+        for d in decoders:
+            d.frames += n
+        return [w.float().cpu().numpy().reshape(-1) for w in wav[:, 0]]
+
+
 def decode_codes(loaded: LoadedModel, codes: torch.Tensor) -> np.ndarray:
     """The official one-shot decode of (n, 16) codes (what `generate_*` returns), for comparisons."""
     wavs, _ = loaded.model.model.speech_tokenizer.decode([{"audio_codes": torch.as_tensor(codes)}])
     return np.asarray(wavs[0], dtype=np.float32)
 
 
-__all__ = ["CONV_WARMUP_FRAMES", "StreamingCodecDecoder", "decode_codes"]
+__all__ = ["CONV_WARMUP_FRAMES", "StreamingCodecDecoder", "decode_codes", "decode_together"]

@@ -10,8 +10,9 @@ their turn between iterations), and each iteration is:
      first come first served, at most `prefill_rows` per iteration so running rows stall for a
      few short prefills only;
   4. one frame for every row (`FrameBatch.sample_and_predict`), each row's codes handed to its own
-     stateful codec decoder when its chunk is due (first after `first_chunk_frames`, then every
-     `chunk_frames`), the audio delivered to its async consumer;
+     stateful codec decoder when its chunk is due (first after `first_chunk_frames`, then chunks
+     doubling up to `chunk_frames`, so a client playing from its first chunk never waits while
+     synthesis runs faster than real time), the audio delivered to its async consumer;
   5. rows that ended their sentence (EOS, frame budget, full cache) leave; a job with more
      sentences queues again at the front, keeping its decoder-free restart cheap.
 
@@ -201,7 +202,7 @@ class FrameScheduler:
             batch.draw_noise(slot, row.generator, row.params.do_sample, row.params.subtalker_dosample)
         codes = batch.sample_and_predict(n, self._runner("sample")).to("cpu", copy=True)
         self._count_step(n)
-        ended = []
+        ended, due = [], []
         for slot, row in enumerate(self.running):
             token = int(codes[slot, 0])
             if token == batch.eos:
@@ -212,10 +213,10 @@ class FrameScheduler:
             if row.frames >= row.max_frames:
                 ended.append(slot)
             elif len(row.pending) >= row.due:
-                self._deliver(row)
+                due.append(row)
+        self._deliver(due + [self.running[slot] for slot in ended])
         for slot in sorted(ended, reverse=True):
             row = self.running[slot]
-            self._deliver(row)
             self._leave(slot)
             self._next_sentence(row)
         self.stats.decode_seconds += time.perf_counter() - t0
@@ -345,18 +346,26 @@ class FrameScheduler:
         row.decoder = StreamingCodecDecoder(self.loaded)
         row.ref = prepared.ref_code
 
-    def _deliver(self, row: _Row) -> None:
-        """Decode the row's pending frames (if any) and hand the audio to its consumer."""
+    def _deliver(self, rows: list[_Row]) -> None:
+        """Decode the rows' pending frames (rows with the same count in one batch) and hand out the audio."""
         import torch
 
-        if not row.pending:
-            return
-        if row.ref is not None:
-            self._prime(row)
-        audio = row.decoder.decode(torch.stack(row.pending))
-        row.pending, row.due = [], self.chunk_frames
-        if audio.size:
-            row.job.put(audio)
+        from .codec_stream import decode_together
+
+        groups: dict[int, list[_Row]] = {}
+        for row in rows:
+            if row.pending:
+                if row.ref is not None:
+                    self._prime(row)
+                groups.setdefault(len(row.pending), []).append(row)
+        for group in groups.values():
+            audio = decode_together([r.decoder for r in group], [torch.stack(r.pending) for r in group])
+            for row, samples in zip(group, audio, strict=True):
+                # Chunks double up to chunk_frames: each is made while the audio already sent plays.
+                row.due = min(self.chunk_frames, 2 * len(row.pending))
+                row.pending = []
+                if samples.size:
+                    row.job.put(samples)
 
     def _prime(self, row: _Row) -> None:
         # The decoder state after the reference codes depends on the model and the voice only.

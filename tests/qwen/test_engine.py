@@ -154,8 +154,9 @@ async def test_concurrent_requests_equal_serial_ones(make_engine, tiny_base_dir,
     ]
     serial = [_audio(await _collect(engine, r)) for r in requests]
     concurrent = await asyncio.gather(*(_collect(engine, r) for r in requests))
+    # Same codes; the audio of chunks decoded side by side differs only by float rounding.
     for alone, together in zip(serial, concurrent, strict=True):
-        assert np.array_equal(alone, _audio(together))
+        assert alone.shape == _audio(together).shape and np.allclose(alone, _audio(together), atol=1e-5, rtol=0)
     # The custom-voice streams really shared batched steps (otherwise this test proves nothing).
     stats = engine.pools["custom_voice"].schedulers[0].stats
     assert stats.rows_sum > stats.decode_steps

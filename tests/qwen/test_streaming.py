@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from engine.errors import InvalidRequest
-from engine.qwen.codec_stream import StreamingCodecDecoder, decode_codes
+from engine.qwen.codec_stream import StreamingCodecDecoder, decode_codes, decode_together
 from engine.qwen.loader import load_model
 from engine.qwen.random_model import force_eos_after, write_random_checkpoint
 from engine.qwen.streaming import GenerationParams, iter_frames, make_generator, prepare_inputs, stream_audio
@@ -243,3 +243,28 @@ def test_generation_params_defaults_and_validation(tiny_base_model, tmp_path: Pa
     with pytest.raises(InvalidRequest):
         GenerationParams(temperature=0.0)
     assert GenerationParams(temperature=0.0, do_sample=False).do_sample is False
+
+
+def test_decoding_streams_together_equals_one_by_one(tiny_base_model, prompts) -> None:
+    """Batched conv stacks over stacked states: same audio (to float rounding), same states after."""
+    loaded = tiny_base_model
+    rng = torch.Generator().manual_seed(0)
+    ref = prompts["icl"][0].ref_code
+    chunks = [torch.randint(0, 64, (n, 16), generator=rng) for n in (3, 5, 5, 4)]
+
+    def fresh() -> list[StreamingCodecDecoder]:
+        ds = [StreamingCodecDecoder(loaded) for _ in range(3)]
+        ds[0].prime(ref)  # one primed with a reference, one with some audio already, one new
+        ds[1].decode(chunks[0])
+        return ds
+
+    alone, together = fresh(), fresh()
+    for step in (chunks[1], chunks[2]):
+        expected = [d.decode(step) for d in alone]
+        got = decode_together(together, [step] * 3)
+        for e, g in zip(expected, got, strict=True):
+            assert e.shape == g.shape == (len(step) * 1920,) and np.allclose(e, g, atol=1e-5, rtol=0)
+    assert [d.frames for d in together] == [d.frames for d in alone]
+    # Mixed frame counts fall back to one by one.
+    mixed = decode_together(together[:2], [chunks[3], chunks[0]])
+    assert [len(m) for m in mixed] == [4 * 1920, 3 * 1920]
