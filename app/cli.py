@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("say", help="speak a text into an audio file, or a folder of one file per line")
     add_say_arguments(p)
     _add_settings_flags(p, only={"engine", "voices_dir", "qwen_base", "qwen_custom_voice", "qwen_voice_design",
-                                 "device", "dtype", "attn", "allow_download", "max_segment_chars"})
+                                 "device", "dtype", "attn", "allow_download", "max_segment_chars", "voice_map"})
     p.set_defaults(func=say)
 
     p = sub.add_parser("random-model", help="write a random-weight Qwen3-TTS checkpoint (tests, benchmarks)")

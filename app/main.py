@@ -19,7 +19,7 @@ from .logging_setup import configure_logging
 from .metrics import GatewayMetrics, metrics_endpoint
 from .request_id import request_id_middleware
 from .routes.batch import create_speech_batch
-from .routes.ops import healthz, list_models, readyz
+from .routes.ops import healthz, list_models, readyz, retrieve_model
 from .routes.playground import playground_assets, playground_page
 from .routes.speak_ws import speak_demo, speak_socket
 from .routes.speech import create_speech
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
     metrics = GatewayMetrics()
+    voice_map = settings.voice_mapping()  # a malformed entry stops the start here, not at the first request
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             queue_timeout=settings.queue_timeout,
             request_timeout=settings.request_timeout,
             observer=metrics,
+            voice_map=voice_map,
         )
         metrics.bind(service)
         await service.start()
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics.bind(None)
             await service.close()
 
-    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, *VOICE_ROUTES],
+    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, retrieve_model, *VOICE_ROUTES],
                 guards=[require_api_key])
     app = Litestar(
         route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo,
