@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_idle_timeout: float = 300.0
     ws_max_queued_utterances: int = 8
     ws_max_message_bytes: int = 65536
+    ws_speak_lead: float = 0.5
 
     def all_api_keys(self) -> tuple[str, ...]:
         """Keys from flags/env plus one per non-empty, non-comment line of `api_key_file`."""
@@ -119,6 +120,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ws_idle_timeout", "--ws-idle-timeout", "seconds a speech WebSocket may stay silent and idle before it is closed", float),
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),
+    Option("ws_speak_lead", "--ws-speak-lead", "seconds of audio /api/v1/speak sends ahead of real-time playback, so a cancel stops it within that (0: no pacing)", float),
 )
 
 
