@@ -72,6 +72,9 @@ def say(args: argparse.Namespace) -> None:
 
 
 def random_model(args: argparse.Namespace) -> None:
+    from .qwen_quiet import import_qwen_tts
+
+    import_qwen_tts()
     from engine.qwen.random_model import write_random_checkpoint
 
     path = write_random_checkpoint(args.dir, kind=args.kind, size=args.size, seed=args.seed)

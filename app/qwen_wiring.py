@@ -8,6 +8,7 @@ from pathlib import Path
 from engine.qwen.engine import QwenConfig, QwenEngine
 from engine.voice_store import SHIPPED_VOICES_DIR
 
+from .qwen_quiet import import_qwen_tts
 from .settings import Settings
 
 
@@ -35,4 +36,5 @@ def qwen_config(settings: Settings) -> QwenConfig:
 def build_qwen_engine(settings: Settings) -> QwenEngine:
     if not (settings.qwen_base or settings.qwen_custom_voice or settings.qwen_voice_design):
         raise SystemExit("--engine qwen needs at least one of --qwen-base, --qwen-custom-voice, --qwen-voice-design")
+    import_qwen_tts(settings.device)
     return QwenEngine(qwen_config(settings))
