@@ -8,7 +8,7 @@ PORT ?= 8000
 EXTRAS ?=
 ARGS ?=
 
-.PHONY: serve test openapi bench clean
+.PHONY: install serve test openapi bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ $(VENV)/.serve-installed$(EXTRAS): pyproject.toml | $(BIN)/python
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[qwen,dev]"
 	touch $@ $(VENV)/.serve-installed
+
+# Install without serving, e.g. `make install EXTRAS=qwen` before `.venv/bin/speech-gateway random-model`.
+install: $(VENV)/.serve-installed$(EXTRAS)
 
 serve: $(VENV)/.serve-installed$(EXTRAS)
 	$(BIN)/speech-gateway serve --host $(HOST) --port $(PORT) $(ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,31 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     return load_settings({k: v for k, v in vars(args).items() if k in fields})
 
 
+# Modules only the `qwen` extra installs: a command that needs one and finds it missing says how to
+# install it in one line rather than with a traceback.
+QWEN_EXTRA_MODULES = ("torch", "torchaudio", "qwen_tts", "transformers", "safetensors")
+QWEN_EXTRA_HINT = "install the Qwen extra first: `make install EXTRAS=qwen` (or `make serve EXTRAS=qwen`)"
+
+
+class MissingExtra(SystemExit):
+    def __init__(self, command: str, module: str):
+        super().__init__(f"speech-gateway {command}: needs {module}, which is not installed; {QWEN_EXTRA_HINT}")
+
+
+def _require_qwen_extra(command: str) -> None:
+    for module in QWEN_EXTRA_MODULES:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtra(command, module)
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from .main import create_app
 
     settings = _settings_from(args)
+    if settings.engine == "qwen":
+        _require_qwen_extra("serve --engine qwen")  # else the first sign would be a traceback inside startup
     # JSON logs: uvicorn's own loggers go through our root handler instead of its text config.
     log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
@@ -52,6 +72,9 @@ def say(args: argparse.Namespace) -> None:
 
 
 def random_model(args: argparse.Namespace) -> None:
+    from .qwen_quiet import import_qwen_tts
+
+    import_qwen_tts()
     from engine.qwen.random_model import write_random_checkpoint
 
     path = write_random_checkpoint(args.dir, kind=args.kind, size=args.size, seed=args.seed)
@@ -75,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("say", help="speak a text into an audio file, or a folder of one file per line")
     add_say_arguments(p)
     _add_settings_flags(p, only={"engine", "voices_dir", "qwen_base", "qwen_custom_voice", "qwen_voice_design",
-                                 "device", "dtype", "attn", "allow_download", "max_segment_chars"})
+                                 "device", "dtype", "attn", "allow_download", "max_segment_chars", "voice_map"})
     p.set_defaults(func=say)
 
     p = sub.add_parser("random-model", help="write a random-weight Qwen3-TTS checkpoint (tests, benchmarks)")
@@ -96,7 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in QWEN_EXTRA_MODULES:
+            raise
+        raise MissingExtra(args.command, top) from None
 
 
 if __name__ == "__main__":

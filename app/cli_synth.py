@@ -58,7 +58,8 @@ class LocalSynth:
         from .engines import build_engines
 
         self.language = normalize_language(self.voicing.language)
-        self.service = SpeechService(build_engines(self.settings), request_timeout=self.settings.request_timeout)
+        self.service = SpeechService(build_engines(self.settings), request_timeout=self.settings.request_timeout,
+                                     voice_map=self.settings.voice_mapping())
         await self.service.start()
         return self
 

@@ -17,9 +17,10 @@ from .engines import build_engines
 from .errors import handle_exception
 from .logging_setup import configure_logging
 from .metrics import GatewayMetrics, metrics_endpoint
+from .openapi_docs import docs_ui
 from .request_id import request_id_middleware
 from .routes.batch import create_speech_batch
-from .routes.ops import healthz, list_models, readyz
+from .routes.ops import healthz, list_models, readyz, retrieve_model
 from .routes.playground import playground_assets, playground_page
 from .routes.speak_ws import speak_demo, speak_socket
 from .routes.speech import create_speech
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
     metrics = GatewayMetrics()
+    voice_map = settings.voice_mapping()  # a malformed entry stops the start here, not at the first request
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             queue_timeout=settings.queue_timeout,
             request_timeout=settings.request_timeout,
             observer=metrics,
+            voice_map=voice_map,
         )
         metrics.bind(service)
         await service.start()
@@ -55,16 +58,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics.bind(None)
             await service.close()
 
-    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, *VOICE_ROUTES],
+    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, retrieve_model, *VOICE_ROUTES],
                 guards=[require_api_key])
+    docs_plugin, docs_assets = docs_ui()
     app = Litestar(
         route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo,
-                        playground_page, playground_assets()],
+                        playground_page, playground_assets(), docs_assets],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         middleware=[request_id_middleware, metrics.middleware],
         cors_config=CORSConfig(allow_origins=["*"], expose_headers=["x-request-id", "retry-after"]),
-        openapi_config=OpenAPIConfig(title="Qwen Speech Gateway", version="0.1.0"),
+        openapi_config=OpenAPIConfig(title="Qwen Speech Gateway", version="0.1.0", render_plugins=[docs_plugin]),
         debug=False,
         logging_config=None,  # configure_logging owns the root logger; Litestar's default would replace it
     )

@@ -4,13 +4,17 @@
 - `AudioStreamOperation`: a route's `operation_class=` for handlers that return a `Stream` of audio;
   Litestar can name only one media type per response, our 200 is any of the six response formats
   or Server-Sent Events, chosen by the request body.
+- `docs_ui()`: Swagger UI at `/schema`, its assets served from the swagger-ui-bundle-v2 package under
+  `/schema/assets` (Litestar's default loads them from a CDN: no API docs offline).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from litestar import Router
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 
 from .encoding import CONTENT_TYPES
@@ -108,3 +112,20 @@ class JsonOrZipOperation(Operation):
         if isinstance(ok, OpenAPIResponse) and ok.content is not None:
             ok.content["application/zip"] = OpenAPIMediaType(
                 schema=Schema(type=OpenAPIType.STRING, format="binary", description="with `output: zip`"))
+
+
+DOCS_ASSETS = "/schema/assets"
+
+
+def docs_ui() -> tuple[SwaggerRenderPlugin, Router]:
+    """The render plugin (at `/schema` and `/schema/swagger`) and the router serving its files."""
+    from litestar.static_files import create_static_files_router
+    from swagger_ui_bundle import swagger_ui_path
+
+    plugin = SwaggerRenderPlugin(
+        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>", path=["/", "/swagger"])
+    assets = create_static_files_router(path=DOCS_ASSETS, directories=[swagger_ui_path], include_in_schema=False,
+                                        name="docs-assets")
+    return plugin, assets

@@ -151,10 +151,10 @@ class CreateVoiceRequest(msgspec.Struct, kw_only=True):
 
 
 class VoiceList(msgspec.Struct):
-    """`data` in OpenAI's list shape; `voices` repeats it for clients written against Kokoro/vLLM-Omni."""
+    """OpenAI's list shape. No `voices` copy: Kokoro/vLLM-Omni clients expect a list of names there,
+    not these cards, so repeating the cards under that key served no real client."""
 
     data: list[VoiceCard]
-    voices: list[VoiceCard]
     object: str = "list"
 
 

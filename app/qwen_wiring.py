@@ -8,7 +8,19 @@ from pathlib import Path
 from engine.qwen.engine import QwenConfig, QwenEngine
 from engine.voice_store import SHIPPED_VOICES_DIR
 
+from .qwen_quiet import import_qwen_tts
 from .settings import Settings
+
+
+def torch_threads(settings: Settings, cores: int | None = None) -> int | None:
+    """--qwen-threads, else on CPU cores / instances: workers share the cores, and torch's default
+    (every core per worker) ran a tiny model 10x slower on a busy 2-core box. None on CUDA: torch's
+    CPU threads barely matter there."""
+    if settings.qwen_threads:
+        return settings.qwen_threads
+    if settings.device != "cpu":
+        return None
+    return max(1, (cores or os.cpu_count() or 1) // max(1, settings.qwen_instances))
 
 
 def qwen_config(settings: Settings) -> QwenConfig:
@@ -21,8 +33,7 @@ def qwen_config(settings: Settings) -> QwenConfig:
         attn=settings.attn,
         allow_download=settings.allow_download,
         instances=settings.qwen_instances,
-        # Workers of all kinds share the cores; oversubscribed torch threads run several times slower.
-        torch_threads=settings.qwen_threads or max(1, (os.cpu_count() or 1) // max(1, settings.qwen_instances)),
+        torch_threads=torch_threads(settings),
         preload=settings.preload,
         first_chunk_frames=settings.first_chunk_frames,
         max_batch=settings.qwen_max_batch,
@@ -38,4 +49,5 @@ def qwen_config(settings: Settings) -> QwenConfig:
 def build_qwen_engine(settings: Settings) -> QwenEngine:
     if not (settings.qwen_base or settings.qwen_custom_voice or settings.qwen_voice_design):
         raise SystemExit("--engine qwen needs at least one of --qwen-base, --qwen-custom-voice, --qwen-voice-design")
+    import_qwen_tts(settings.device)
     return QwenEngine(qwen_config(settings))

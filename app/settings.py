@@ -32,6 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace: float = 30.0  # seconds in-flight streams get to finish after SIGTERM
     embedded_instances: int = 1
     max_segment_chars: int = 300
+    voice_map: tuple[str, ...] = ()  # NAME=VOICE entries
     # Qwen3 engine
     qwen_base: str | None = None
     qwen_custom_voice: str | None = None
@@ -53,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_idle_timeout: float = 300.0
     ws_max_queued_utterances: int = 8
     ws_max_message_bytes: int = 65536
+    ws_speak_lead: float = 0.5
 
     def all_api_keys(self) -> tuple[str, ...]:
         """Keys from flags/env plus one per non-empty, non-comment line of `api_key_file`."""
@@ -63,6 +65,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 if line and not line.startswith("#"):
                     keys.append(line)
         return tuple(k for k in keys if k)
+
+    def voice_mapping(self) -> dict[str, str]:
+        """`voice_map` as {name: voice}; SystemExit naming the entry when one is not NAME=VOICE."""
+        out: dict[str, str] = {}
+        for entry in self.voice_map:
+            name, sep, voice = entry.partition("=")
+            if not sep or not name.strip() or not voice.strip():
+                raise SystemExit(f"--voice-map {entry!r}: expected NAME=VOICE, e.g. alloy=ada-lovelace")
+            out[name.strip().lower()] = voice.strip()
+        return out
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_grace", "--shutdown-grace", "seconds in-flight streams may run on after SIGTERM", float),
     Option("embedded_instances", "--embedded-instances", "embedded engine model copies (threads)", int),
     Option("max_segment_chars", "--max-segment-chars", "longest text segment synthesized in one go", int),
+    Option("voice_map", "--voice-map", "NAME=VOICE: requests for voice NAME (e.g. an OpenAI name) speak with VOICE (repeat; env: comma-separated)", str, True),
     Option("qwen_base", "--qwen-base", "Qwen3-TTS Base checkpoint (folder or hub id): voice cloning"),
     Option("qwen_custom_voice", "--qwen-custom-voice", "Qwen3-TTS CustomVoice checkpoint: 9 speakers + instructions"),
     Option("qwen_voice_design", "--qwen-voice-design", "Qwen3-TTS VoiceDesign checkpoint: voices from descriptions"),
@@ -113,6 +126,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ws_idle_timeout", "--ws-idle-timeout", "seconds a speech WebSocket may stay silent and idle before it is closed", float),
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),
+    Option("ws_speak_lead", "--ws-speak-lead", "seconds of audio /api/v1/speak sends ahead of real-time playback, so a cancel stops it within that (0: no pacing)", float),
 )
 
 

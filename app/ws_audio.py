@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from fractions import Fraction
 
 import av
@@ -23,7 +25,7 @@ class PcmFramer:
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, encoding: str = "pcm16", speed: float = 1.0,
-                 source_rate: int = SAMPLE_RATE):
+                 source_rate: int = SAMPLE_RATE, frame_seconds: float = MAX_FRAME_SECONDS):
         if encoding not in ("pcm16", "pcm32f"):
             raise ValueError(f"unsupported encoding {encoding!r}")
         self.sample_rate = sample_rate
@@ -36,7 +38,7 @@ class PcmFramer:
         )
         self._pts = 0
         self._pcm16 = make_encoder("pcm", sample_rate) if encoding == "pcm16" else None
-        self._max_samples = max(1, int(sample_rate * MAX_FRAME_SECONDS))
+        self._max_samples = max(1, int(sample_rate * min(frame_seconds, MAX_FRAME_SECONDS)))
 
     @property
     def bytes_per_sample(self) -> int:
@@ -82,3 +84,37 @@ class PcmFramer:
             else:
                 out.append(as_float(piece).astype("<f4").tobytes())
         return out
+
+
+class PlaybackClock:
+    """Paces frames for a client that plays them at real time, as they arrive.
+
+    A client cannot tell frames of a cancelled utterance still on the wire from new audio, and every
+    second sent ahead of playback is a second it may play after the user pressed Cancel. The clock
+    models the client's playback from the first frame on (continuous, restarting after a pause) and
+    holds each frame until sending it leaves at most `lead` seconds of audio ahead of playback.
+    Frames must be shorter than `lead`, or the client would run dry while waiting for the next one.
+    """
+
+    def __init__(self, lead: float):
+        self.lead = lead
+        self._played_until = 0.0  # monotonic time when the client will have played all audio sent
+
+    @property
+    def frame_seconds(self) -> float:
+        """The frame length to use: half the lead keeps the client between lead/2 and lead ahead."""
+        return self.lead / 2 if self.lead > 0 else MAX_FRAME_SECONDS
+
+    def reset(self) -> None:
+        """The client dropped what it had queued (a cancel): the next frame plays at once."""
+        self._played_until = 0.0
+
+    async def before_send(self, seconds: float) -> None:
+        if self.lead <= 0:
+            return
+        now = time.monotonic()
+        wait = self._played_until + seconds - self.lead - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+            now = time.monotonic()
+        self._played_until = max(self._played_until, now) + seconds

@@ -25,7 +25,7 @@ from engine.errors import SpeechError
 from engine.service import SpeechParams, SpeechService
 
 from .auth import bearer_token, key_matches
-from .ws_audio import PcmFramer
+from .ws_audio import PcmFramer, PlaybackClock
 from .ws_protocol import RATE_LIMITED, SYNTHESIS_ERROR, ProtocolError, decode_event, error_code
 
 log = logging.getLogger("app.ws")
@@ -212,11 +212,12 @@ class UtterancePlayer:
     """A FIFO of utterances (and markers: callbacks run in queue order) spoken one at a time."""
 
     def __init__(self, service: SpeechService, channel: WsChannel, events: UtteranceEvents,
-                 max_queued: int | None = None):
+                 max_queued: int | None = None, clock: PlaybackClock | None = None):
         self.service = service
         self.channel = channel
         self.events = events
         self.max_queued = max_queued
+        self.clock = clock or PlaybackClock(0.0)
         self.current: Utterance | None = None
         self._pending: deque[Utterance | Marker] = deque()
         self._wake = asyncio.Event()
@@ -257,6 +258,8 @@ class UtterancePlayer:
             count += 1
         if self.current is None:
             self._idle.set()
+        if count:
+            self.clock.reset()
         return count
 
     async def wait_idle(self) -> None:
@@ -306,6 +309,23 @@ class UtterancePlayer:
             await self.events.fail(utterance, SYNTHESIS_ERROR, "internal error during synthesis", None)
 
     async def _synthesize(self, utterance: Utterance) -> None:
+        """Synthesis and sending run apart: the paced sender may trail the engine by the whole
+        utterance, and the engine's admission slot is released as soon as synthesis ends."""
+        frames: asyncio.Queue[bytes | None] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(utterance, frames))
+        try:
+            seconds_per_byte = 1 / (utterance.sample_rate * (2 if utterance.encoding == "pcm16" else 4))
+            while (frame := await frames.get()) is not None:
+                await self.clock.before_send(len(frame) * seconds_per_byte)
+                if not await self.channel.send_audio(frame, utterance):
+                    return
+        finally:
+            if not producer.done():
+                producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+        producer.result()  # a synthesis error after the last frame sent is reported now
+
+    async def _produce(self, utterance: Utterance, frames: asyncio.Queue[bytes | None]) -> None:
         stream = await self.service.open(utterance.params)
         framer: PcmFramer | None = None
         try:
@@ -313,18 +333,14 @@ class UtterancePlayer:
                 async for chunk in chunks:
                     if framer is None:
                         framer = PcmFramer(utterance.sample_rate, utterance.encoding, utterance.speed,
-                                           source_rate=chunk.sample_rate)
-                    if not await self._send_frames(framer.push(chunk.samples), utterance):
-                        return
+                                           source_rate=chunk.sample_rate, frame_seconds=self.clock.frame_seconds)
+                    for frame in framer.push(chunk.samples):
+                        frames.put_nowait(frame)
             if framer is not None:
-                await self._send_frames(framer.flush(), utterance)
+                for frame in framer.flush():
+                    frames.put_nowait(frame)
         finally:
             await stream.aclose()
             if framer is not None:
                 utterance.audio_seconds = framer.seconds_out
-
-    async def _send_frames(self, frames: list[bytes], utterance: Utterance) -> bool:
-        for frame in frames:
-            if not await self.channel.send_audio(frame, utterance):
-                return False
-        return True
+            frames.put_nowait(None)

@@ -6,10 +6,13 @@ The shipped Makima client sends `speak` without any `start` and understands bina
 
 Decisions the spec leaves open:
 - `cancel` stops the current utterance and drops the queued ones, then answers
-  `{"type": "cancelled", "reason": "cancel", "utterances": n}`; no frame of a cancelled utterance
-  follows that answer, and no `audio_end`. It is not an `error`: Makima would show it to the user.
+  `{"type": "cancelled", "reason": "cancel", "utterances": n}` and, when n > 0, one `audio_end`: no
+  frame of a cancelled utterance follows `cancelled`, and `audio_end` is the Makima hook's only way
+  back to idle. It is not an `error`: Makima would show it to the user.
 - `speak` with `priority: "high"` does the same (reason "replaced", sent only when something was
   stopped), then speaks.
+- Frames are paced (`--ws-speak-lead`): at most that much audio is ahead of the client's real-time
+  playback, because frames already sent when the user cancels are played by the shipped hook.
 - Every 400-like refusal uses INVALID_TEXT (bad text, malformed frame, bad `start` parameter).
 - A failure after audio went out sends `error`, then `audio_end` (the utterance's audio is over).
 - `language` defaults to "auto" (the engine detects it) rather than the spec's "English".
@@ -29,6 +32,7 @@ from engine.service import SpeechParams, SpeechService
 
 from .auth import key_matches
 from .settings import Settings
+from .ws_audio import PlaybackClock
 from .ws_protocol import (
     ENCODINGS,
     SAMPLE_RATES,
@@ -71,6 +75,7 @@ class SpeakSession(SocketSession):
         super().__init__(socket, service, settings, keys)
         self.session_id = f"ws_{uuid.uuid4().hex[:16]}"
         self.max_queued = settings.ws_max_queued_utterances
+        self.lead = settings.ws_speak_lead
         # Defaults that make a bare `speak` work, as the shipped client needs.
         self.voice: str | None = None
         self.language = "auto"
@@ -89,7 +94,7 @@ class SpeakSession(SocketSession):
             return
         # No key at the handshake: the socket opens, but a `start` must bring one before any `speak`.
         self.authorized = verdict == "ok"
-        player = UtterancePlayer(self.service, self.channel, self, self.max_queued)
+        player = UtterancePlayer(self.service, self.channel, self, self.max_queued, PlaybackClock(self.lead))
         self.player = player
         try:
             await self.channel.send(self._ready())
@@ -136,8 +141,7 @@ class SpeakSession(SocketSession):
         elif isinstance(event, Speak):
             await self._speak(event)
         elif isinstance(event, Cancel):
-            count = self.player.cancel_all()
-            await self.channel.send(Cancelled(reason="cancel", utterances=count))
+            await self._cancel("cancel")
         elif isinstance(event, Stop):
             self._stopped = True
             self.player.cancel_all()
@@ -164,13 +168,20 @@ class SpeakSession(SocketSession):
         if not text:
             raise ProtocolError("speak needs a non-empty text")
         if event.priority == "high":
-            count = self.player.cancel_all()
-            if count:
-                await self.channel.send(Cancelled(reason="replaced", utterances=count))
+            await self._cancel("replaced")
         self._count += 1
         params = SpeechParams(text=text, voice=self.voice, language=self.language, priority=Priority.INTERACTIVE,
                               request_id=f"{self.session_id}-{self._count}")
         self.player.enqueue(Utterance(params, self._count, sample_rate=self.sample_rate, encoding=self.encoding))
+
+    async def _cancel(self, reason: str) -> None:
+        """`cancelled` (always for a cancel, only when something stopped for a replacement), then one
+        `audio_end` when something stopped."""
+        count = self.player.cancel_all()
+        if count or reason == "cancel":
+            await self.channel.send(Cancelled(reason=reason, utterances=count))
+        if count:
+            await self.channel.send(AudioEnd())
 
     # -- UtteranceEvents ------------------------------------------------------------------------
     async def begin(self, utterance: Utterance) -> None:

@@ -7,7 +7,13 @@ In-process means `SpeechService.open()` and iterating the stream in this process
 worker and admission, but no HTTP, no encoding, no second process. Over HTTP means a streaming POST
 /v1/audio/speech (pcm) to a gateway on loopback, timed to the first body byte and the last. For each
 concurrency level both run the same texts with that many clients at once; the difference is what the
-gateway adds. Prints one JSON object. Bounded by --rounds; loopback only.
+gateway adds.
+
+`first_audio_alternating` isolates the edge's cost on first audio alone: one client, the same text,
+and the three paths taken in turn --alternations times (so load drifts hit all three alike): the
+first chunk in-process, the first body byte of a pcm POST over a kept-alive connection, and the
+first binary frame of `/api/v1/speak` on an open socket. Prints one JSON object. Bounded by --rounds
+and --alternations; loopback only.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -24,12 +31,16 @@ import httpx
 
 from bench.gateway import gateway
 
+# The gateway it starts runs with one OpenMP thread (tests/server.py); the in-process engine must too,
+# or the comparison measures thread counts instead of the edge.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TEXT = ("Streaming speech starts playing before the whole text is done. This is the second sentence of the "
         "benchmark, a little longer than the first. And a third one closes it.")
 SAMPLE_RATE = 24000
+SETTLE_S = 0.3
 
 
 def summarize(first: list[float], total: list[float], audio: list[float], wall: float) -> dict:
@@ -74,6 +85,72 @@ async def in_process(concurrency: int, rounds: int) -> dict:
         return summarize(first, total, audio, time.perf_counter() - t0)
     finally:
         await service.close()
+
+
+async def first_audio_alternating(url: str, alternations: int) -> dict:
+    """Median first-audio times (ms) of in-process, HTTP and WebSocket, taken in turn; and their differences."""
+    import websockets
+
+    from engine.embedded import EmbeddedEngine
+    from engine.service import SpeechParams, SpeechService
+
+    service = SpeechService([EmbeddedEngine()], max_concurrent=4, max_queue=256)
+    await service.start()
+    body = {"model": "tts-1", "voice": "alloy", "input": TEXT, "response_format": "pcm", "seed": 1}
+    ws_url = url.replace("http://", "ws://", 1) + "/api/v1/speak"
+    times: dict[str, list[float]] = {"in_process": [], "http": [], "websocket": []}
+
+    async def direct() -> float:
+        t0 = time.perf_counter()
+        stream = await service.open(SpeechParams(text=TEXT, voice="alloy", seed=1))
+        try:
+            async for _chunk in stream:
+                return time.perf_counter() - t0
+            return 0.0
+        finally:
+            await stream.aclose()
+
+    async def http(client: httpx.AsyncClient) -> float:
+        t0 = time.perf_counter()
+        async with client.stream("POST", url + "/v1/audio/speech", json=body) as response:
+            response.raise_for_status()
+            async for _chunk in response.aiter_raw():
+                return time.perf_counter() - t0
+        return 0.0
+
+    async def socket(ws) -> float:
+        t0 = time.perf_counter()
+        await ws.send(json.dumps({"type": "speak", "text": TEXT}))
+        while not isinstance(await ws.recv(), bytes):
+            pass
+        first = time.perf_counter() - t0
+        await ws.send(json.dumps({"type": "cancel"}))  # only the first frame is measured
+        while json.loads(m).get("type") != "cancelled" if isinstance(m := await ws.recv(), str) else True:
+            pass
+        return first
+
+    try:
+        async with httpx.AsyncClient(timeout=120) as client, websockets.connect(ws_url) as ws:
+            await ws.recv()  # ready
+            for i in range(alternations + 1):  # the first round warms up every path, not counted
+                got = {}
+                for name, path in (("in_process", direct), ("http", lambda: http(client)), ("websocket", lambda: socket(ws))):
+                    got[name] = await path()
+                    # Each path stops after its first audio, but the engine finishes the step it is in (the
+                    # next sentence): let it, or the next path waits for it or shares the cores with it.
+                    await asyncio.sleep(SETTLE_S)
+                if i:
+                    for key, value in got.items():
+                        times[key].append(value)
+    finally:
+        await service.close()
+    medians = {k: round(statistics.median(v) * 1000, 1) for k, v in times.items()}
+    return {
+        "alternations": alternations,
+        "first_audio_ms_p50": medians,
+        "http_adds_ms": round(medians["http"] - medians["in_process"], 1),
+        "websocket_adds_ms": round(medians["websocket"] - medians["in_process"], 1),
+    }
 
 
 async def over_http(url: str, concurrency: int, rounds: int) -> dict:
@@ -122,10 +199,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", help="a running embedded-engine gateway on loopback (default: start one)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--rounds", type=int, default=10, help="batches of `concurrency` requests per level")
+    parser.add_argument("--alternations", type=int, default=15, help="rounds of the alternating first-audio check")
+    parser.add_argument("--only-alternating", action="store_true", help="skip the concurrency levels")
     args = parser.parse_args(argv)
     levels = {}
     with gateway(parser, args.url, "--max-queue", "256", prefix="bench-overhead-") as target:
         url = target.url
+        alternating = asyncio.run(first_audio_alternating(url, args.alternations))
+        if args.only_alternating:
+            args.concurrency = []
         for c in args.concurrency:
             direct = asyncio.run(in_process(c, args.rounds))
             before = server_ttfa(url)
@@ -140,8 +222,8 @@ def main(argv: list[str] | None = None) -> None:
                 "overhead_first_audio_ms_p50": round(http["first_audio_ms"]["p50"] - direct["first_audio_ms"]["p50"], 1),
                 "overhead_rtf_p50": round(http["rtf"]["p50"] - direct["rtf"]["p50"], 4),
             }
-    print(json.dumps({"engine": "embedded", "text_chars": len(TEXT), "rounds": args.rounds, "concurrency": levels},
-                     indent=2))
+    print(json.dumps({"engine": "embedded", "text_chars": len(TEXT), "first_audio_alternating": alternating,
+                      "rounds": args.rounds, "concurrency": levels}, indent=2))
 
 
 if __name__ == "__main__":

@@ -133,12 +133,13 @@ class SpeechService:
         queue_timeout: float = 30.0,
         request_timeout: float = 300.0,
         observer: SpeechObserver | None = None,
+        voice_map: dict[str, str] | None = None,
     ):
         """`engines` in preference order (primary first); each gets its own admission queue."""
         self.observer = observer
         self.engines = {e.name: e for e in engines}
         self.primary = engines[0]
-        self.registry = VoiceRegistry(engines)
+        self.registry = VoiceRegistry(engines, voice_map)
         self.admission = {e.name: AdmissionQueue(max_concurrent, max_queue, queue_timeout) for e in engines}
         self.request_timeout = request_timeout
 

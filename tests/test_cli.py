@@ -39,3 +39,44 @@ def test_say_long_file_shows_progress(tmp_path):
 def test_say_rejects_unknown_suffix(tmp_path):
     result = say("Hi.", "-o", str(tmp_path / "x.doc"))
     assert result.returncode != 0 and "suffix" in result.stderr
+
+
+# Runs the CLI with the named modules made unimportable, as in a venv without the `qwen` extra.
+_WITHOUT = """
+import sys
+from importlib.abc import MetaPathFinder
+blocked = set(sys.argv[1].split(","))
+class Block(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+from app.cli import main
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("argv", [
+    ["random-model", "DIR", "--kind", "base", "--size", "tiny"],
+    ["serve", "--engine", "qwen", "--qwen-base", "DIR", "--port", "1"],
+])
+def test_missing_qwen_extra_is_one_line_naming_the_make_target(tmp_path, argv):
+    argv = [str(tmp_path / "m") if a == "DIR" else a for a in argv]
+    result = subprocess.run([sys.executable, "-c", _WITHOUT, "torch,qwen_tts", *argv], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "make serve EXTRAS=qwen" in lines[0], result.stderr
+    assert "torch" in lines[0] or "qwen_tts" in lines[0], result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_random_model_is_quiet(tmp_path):
+    """qwen_tts's SoX banner and flash-attn box look like errors and are harmless on CPU: not shown."""
+    result = subprocess.run([sys.executable, "-m", "app.cli", "random-model", str(tmp_path / "m")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert "SoX" not in out and "sox" not in out and "flash-attn" not in out, out
+    assert out.strip().splitlines() == [f"wrote a random-weight tiny base checkpoint to {tmp_path / 'm'}"]

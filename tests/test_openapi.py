@@ -97,3 +97,26 @@ def test_export_command_check_mode(tmp_path):
     checked = subprocess.run([*run, "--check"], cwd=ROOT, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
     assert json.loads(out.read_text())["openapi"].startswith("3.")
+
+
+def test_docs_ui_works_offline(embedded_server):
+    """/schema is Swagger UI with every script, style and icon served by the gateway itself."""
+    import re
+
+    import httpx
+
+    page = httpx.get(embedded_server.url + "/schema")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    urls = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert urls and not [u for u in urls if "://" in u], urls  # nothing from a CDN
+    for url in urls:
+        assert httpx.get(embedded_server.url + url).status_code == 200, url
+    assert httpx.get(embedded_server.url + "/schema/openapi.json").json()["paths"]
+
+
+def test_demo_page_headers(embedded_server):
+    import httpx
+
+    page = httpx.get(embedded_server.url + "/demo/speak")
+    assert page.headers["content-type"] == "text/html; charset=utf-8"  # one charset, not two
+    assert '<link rel="icon"' in page.text  # no /favicon.ico 404 in the console

@@ -69,6 +69,22 @@ def counters(page) -> dict:
 
 
 @needs_chromium
+def test_embedded_only_server_offers_what_it_can_do(browser, embedded_server: Server) -> None:
+    """The English embedded voice is offered English (and auto-detect) only, and the clone and design
+    forms, which need Qwen3 models, are disabled and say which flags would enable them."""
+    page = open_playground(browser, embedded_server)
+    page.wait_for_function("() => window.playground.voices.length > 0 && window.playground.languages")
+    page.wait_for_function("() => document.querySelector('#clone-form').dataset.available")
+    assert counters(page)["languages"] == ["auto", "english"]
+    for form, flag in (("clone", "--qwen-base"), ("design", "--qwen-voice-design")):
+        assert page.locator(f"#{form}-form").get_attribute("data-available") == "false"
+        assert page.locator(f'#{form}-form button[type="submit"]').is_disabled()
+        assert flag in page.locator(f"#{form}-form .unavailable").inner_text()
+    assert page.js_errors == []
+    page.close()
+
+
+@needs_chromium
 def test_speak_over_the_websocket_shows_time_to_first_audio(browser, embedded_server: Server) -> None:
     page = open_playground(browser, embedded_server)
     page.wait_for_function("() => window.playground.voices.length > 0")

@@ -32,3 +32,26 @@ def test_readme_documents_every_option():
     readme = (ROOT / "README.md").read_text()
     for option in OPTIONS:
         assert f"`{option.flag}`" in readme and f"`{option.env}`" in readme, option.flag
+
+
+def test_qwen_cpu_threads_default_from_cores_and_instances():
+    from app.qwen_wiring import qwen_config, torch_threads
+
+    assert torch_threads(load_settings({}, environ={}), cores=2) == 2
+    assert torch_threads(load_settings({"qwen_instances": 2}, environ={}), cores=2) == 1
+    assert torch_threads(load_settings({"qwen_instances": 4}, environ={}), cores=2) == 1
+    assert torch_threads(load_settings({"qwen_instances": 2, "qwen_threads": 3}, environ={}), cores=2) == 3
+    assert torch_threads(load_settings({"device": "cuda:0"}, environ={}), cores=16) is None
+    config = qwen_config(load_settings({"qwen_base": "x", "qwen_instances": 64}, environ={}))
+    assert config.torch_threads == 1
+
+
+def test_voice_map_entries_are_checked():
+    import pytest
+
+    assert load_settings({"voice_map": ["Nova=ada", "alloy = ryan"]}, environ={}).voice_mapping() == {
+        "nova": "ada", "alloy": "ryan"}
+    assert load_settings(environ={"SPEECH_GATEWAY_VOICE_MAP": "nova=ada,echo=bob"}).voice_mapping() == {
+        "nova": "ada", "echo": "bob"}
+    with pytest.raises(SystemExit, match="NAME=VOICE"):
+        load_settings({"voice_map": ["nova"]}, environ={}).voice_mapping()

@@ -102,22 +102,32 @@ async def test_makima_sequence_without_start(embedded_server: Server) -> None:
         assert ws.close_code == 1000
 
 
-async def test_cancel_mid_utterance_sends_nothing_more_of_it(embedded_server: Server) -> None:
+LEAD = 0.5  # --ws-speak-lead's default, which embedded_server runs with
+
+
+async def test_cancel_from_a_real_time_player_stops_within_the_lead(embedded_server: Server) -> None:
+    """A client that plays frames at real time (as the Makima hook does) and cancels mid-utterance
+    hears at most the lead of audio after its click: frames are paced, not sent as one burst."""
     async with await connect(embedded_server) as ws:
         await ready(ws)
-        full, complete = await speak_once(ws, LONG_TEXT)
-        full_seconds = complete["audioLengthMs"] / 1000
-
         await ws.send(json.dumps({"type": "speak", "text": LONG_TEXT}))
+        clock = asyncio.get_running_loop().time
         first = await receive(ws)
         assert isinstance(first, bytes)
-        await ws.send(json.dumps({"type": "cancel"}))
-        before_ack = [first, *await receive_until(ws, "cancelled")]
-        ack = before_ack[-1]
-        assert ack == {"type": "cancelled", "reason": "cancel", "utterances": 1}
-        assert not events(before_ack[:-1]), "no audio_end/complete for a cancelled utterance"
-        heard = pcm16(frames(before_ack)).size / 24000
-        assert heard < full_seconds / 2, f"synthesis went on after cancel: {heard:.1f}s of {full_seconds:.1f}s"
+        started = clock()  # playback starts with the first frame
+        received = len(first) / 2 / 24000
+        while clock() - started < 1.5:
+            message = await receive(ws)
+            assert isinstance(message, bytes), message
+            received += len(message) / 2 / 24000
+            ahead = received - (clock() - started)
+            assert ahead <= LEAD + 0.05, f"{ahead:.2f}s ahead of playback: a burst"
+        await ws.send(json.dumps({"type": "cancel"}))  # the click; the player drops what it queued
+        after_click = await receive_until(ws, "cancelled")
+        late = pcm16(frames(after_click)).size / 24000
+        assert late <= LEAD + 0.05, f"{late:.2f}s of the cancelled utterance arrived after the click"
+        assert events(after_click) == [{"type": "cancelled", "reason": "cancel", "utterances": 1}]
+        assert await receive(ws) == {"type": "audio_end"}  # the hook's way back to idle
         await assert_quiet(ws)  # not one frame of it after the acknowledgement
 
         chunks, complete = await speak_once(ws, "And now something else.")
@@ -156,7 +166,8 @@ async def test_priority_high_replaces_the_current_utterance(embedded_server: Ser
         messages = await receive_until(ws, "complete")
         ack_at = messages.index({"type": "cancelled", "reason": "replaced", "utterances": 2})
         assert not events(messages[:ack_at])
-        after = messages[ack_at + 1 :]
+        assert messages[ack_at + 1] == {"type": "audio_end"}  # ends the replaced utterance
+        after = messages[ack_at + 2 :]
         assert [e["type"] for e in events(after)] == ["audio_end", "complete"]
         assert events(after, "complete")[0]["charactersProcessed"] == len("Urgent news.")
         assert pcm16(frames(after)).size > 0
@@ -218,7 +229,7 @@ async def test_malformed_frames_get_an_error_and_the_socket_stays_usable(embedde
 
 
 async def test_queue_bound_idle_timeout_and_a_slot_per_utterance(server_factory) -> None:
-    server = server_factory("--ws-max-queued-utterances", "2", "--ws-idle-timeout", "2", "--max-concurrent", "1",
+    server = server_factory("--ws-max-queued-utterances", "2", "--ws-idle-timeout", "4", "--max-concurrent", "1",
                             "--max-queue", "0", "--queue-timeout", "1")
     async with await connect(server) as a, await connect(server) as b:
         await ready(a)
@@ -242,7 +253,8 @@ async def test_queue_bound_idle_timeout_and_a_slot_per_utterance(server_factory)
         ack = events(await receive_until(a, "cancelled"))[-1]
         assert ack["utterances"] == 3
 
-        # Idle: nothing received and nothing playing for 2 s closes the socket normally.
+        # Idle: nothing received and nothing playing for 4 s closes the socket normally (speaking is paced:
+        # a shorter timeout would close b while a speaks its first sentence in real time).
         assert await receive(b, timeout=10) == {"type": "stopped", "reason": "idle"}
         await b.wait_closed()
         assert b.close_code == 1000

@@ -263,3 +263,14 @@ def test_disconnect_stops_engine(server_factory):
     # And the server still serves.
     assert client(server).audio.speech.create(model="tts-1", voice="alloy", input="Still here.",
                                               response_format="pcm").content
+
+
+def test_models_retrieve(embedded_server):
+    c = client(embedded_server)
+    for model in c.models.list().data:
+        got = c.models.retrieve(model.id)
+        assert (got.id, got.object, got.owned_by) == (model.id, "model", model.owned_by)
+    with pytest.raises(openai.NotFoundError) as caught:
+        c.models.retrieve("qwen3-tts")  # listed only when the Qwen engine is configured
+    error = caught.value.body
+    assert error["code"] == "model_not_found" and error["param"] == "model" and "tts-1" in error["message"]

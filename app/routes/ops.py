@@ -9,6 +9,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from app.openapi_docs import error_responses
 from app.protocol import ENGINE_MODELS, OPENAI_MODELS, ModelCard, ModelList
+from engine.errors import InvalidRequest
 from engine.service import SpeechService
 
 _STARTED = int(time.time())
@@ -37,9 +38,27 @@ async def readyz(request: Request) -> Response:
     return Response(body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "5"})
 
 
+class ModelNotFound(InvalidRequest):
+    status = 404
+    code = "model_not_found"  # OpenAI's code for an unknown model
+
+
+def _models(service: SpeechService) -> list[ModelCard]:
+    ids = [*OPENAI_MODELS, *(m for m, e in ENGINE_MODELS.items() if e in service.engines)]
+    return [ModelCard(id=m, created=_STARTED, owned_by="qwen-speech-gateway") for m in ids]
+
+
 @get("/v1/models", summary="List models", responses=error_responses(401))
 async def list_models(request: Request) -> ModelList:
-    service: SpeechService = request.app.state.service
-    owner = "qwen-speech-gateway"
-    ids = [*OPENAI_MODELS, *(m for m, e in ENGINE_MODELS.items() if e in service.engines)]
-    return ModelList(data=[ModelCard(id=m, created=_STARTED, owned_by=owner) for m in ids])
+    return ModelList(data=_models(request.app.state.service))
+
+
+@get("/v1/models/{model_id:str}", summary="Retrieve a model", responses=error_responses(401, 404))
+async def retrieve_model(request: Request, model_id: str) -> ModelCard:
+    """One model of the list (the SDKs' `models.retrieve`); 404 with OpenAI's error body otherwise."""
+    models = _models(request.app.state.service)
+    card = next((m for m in models if m.id == model_id), None)
+    if card is None:
+        raise ModelNotFound(f"The model {model_id!r} does not exist here; available: "
+                            f"{', '.join(m.id for m in models)}", param="model")
+    return card

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from litestar import Response, WebSocket, get, websocket
+from litestar import MediaType, Response, WebSocket, get, websocket
 
 from app.ws_speak import SpeakSession
 
@@ -28,4 +28,4 @@ def _demo_html() -> bytes:
 @get("/demo/speak", summary="Demo page: type a text, hear it over /api/v1/speak", include_in_schema=False)
 async def speak_demo() -> Response:
     """A minimal browser client of `/api/v1/speak`, written the way the Makima frontend uses it."""
-    return Response(_demo_html(), media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+    return Response(_demo_html(), media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})

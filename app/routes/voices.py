@@ -50,8 +50,7 @@ def _no_retry(request: Request, exc: Exception) -> Response:
 
 @get("/v1/audio/voices", summary="List voices", responses=_errors(401))
 async def list_voices(request: Request) -> VoiceList:
-    cards = list_cards(request.app.state.service)
-    return VoiceList(data=cards, voices=cards)
+    return VoiceList(data=list_cards(request.app.state.service))
 
 
 @dataclass

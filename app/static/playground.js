@@ -216,6 +216,8 @@ async function checkHealth() {
     const r = await fetch("/readyz");
     const body = await r.json();
     const engines = (body.engines || []).map((e) => e.name).join(", ");
+    const qwen = (body.engines || []).find((e) => e.name === "qwen");
+    voicesTab.setModels(Object.keys((qwen && qwen.details && qwen.details.configured) || {}));
     box.dataset.kind = r.ok ? "ok" : "error";
     $("health-text").textContent = r.ok ? `ready · ${engines}` : `not ready: ${body.reason || body.status}`;
   } catch (_) {
@@ -234,7 +236,26 @@ function fillVoicePicker(voices) {
   }
   select.value = [...select.options].some((o) => o.value === keep) ? keep : "";
   pg.voices = voices.map((v) => v.id);
+  knownVoices = voices;
+  syncLanguages();
 }
+
+// Offer only the languages the chosen voice can speak: a voice with a fixed language (the embedded
+// English voice) gets auto-detect and that language; "default" gets what any listed voice can speak.
+let knownVoices = [];
+const ALL_LANGUAGES = [...$("language").options].map((o) => [o.value, o.text]);
+function syncLanguages() {
+  const chosen = knownVoices.filter((v) => !$("voice").value || v.id === $("voice").value);
+  const fixed = new Set(chosen.map((v) => v.language || "auto"));
+  const offered = fixed.has("auto") || !chosen.length ? ALL_LANGUAGES
+    : ALL_LANGUAGES.filter(([value]) => value === "auto" || fixed.has(value));
+  const select = $("language");
+  const keep = select.value;
+  select.replaceChildren(...offered.map(([value, text]) => new Option(text, value)));
+  select.value = offered.some(([value]) => value === keep) ? keep : "auto";
+  pg.languages = offered.map(([value]) => value);
+}
+$("voice").addEventListener("change", syncLanguages);
 
 const voicesTab = new VoicesTab({ apiKey, onVoices: fillVoicePicker });
 

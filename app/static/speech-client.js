@@ -45,6 +45,7 @@ export class SpeakSocket {
     this.waiters = [];         // {types, resolve, reject} waiting for a JSON event
     this.current = null;       // the utterance whose frames are arriving
     this.trailingEnd = false;  // an error after audio is followed by one audio_end: swallow it
+    this.staleEnds = 0;        // audio_end events still due for cancelled utterances: swallow them
     this.onClose = () => {};
     this.onStray = () => {};  // a frame with no utterance to belong to (e.g. after a cancel's answer)
   }
@@ -102,12 +103,14 @@ export class SpeakSocket {
     });
   }
 
-  // Every frame of the cancelled utterance precedes the server's `cancelled`: wait for it.
+  // Every frame of the cancelled utterance precedes the server's `cancelled`: wait for it. When it
+  // stopped something, one `audio_end` follows; it closes the cancelled utterance, not the next one.
   async cancel() {
     if (!this.ws) return;
     const done = this.expect(["cancelled"]);
     this.send({ type: "cancel" });
-    await done;
+    const ack = await done;
+    if (ack.utterances > 0) this.staleEnds += 1;
     if (this.current) this.finish(null, true);
   }
 
@@ -135,6 +138,7 @@ export class SpeakSocket {
     if (i >= 0) { this.waiters.splice(i, 1)[0].resolve(msg); return; }
     if (msg.type === "audio_end") {
       if (this.trailingEnd) { this.trailingEnd = false; return; }
+      if (this.staleEnds > 0) { this.staleEnds -= 1; return; }
       if (this.current) this.finish(null);
     }
   }

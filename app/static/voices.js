@@ -22,6 +22,28 @@ export class VoicesTab {
     Object.assign(pg, { voicesCreated: 0, voicesDeleted: 0, previews: 0, voiceErrors: [] });
   }
 
+  // Creating needs the Qwen3 Base model, designing also VoiceDesign (`configured` of the qwen engine
+  // in /readyz): a form that cannot work is disabled and says what the server lacks.
+  setModels(kinds) {
+    const needs = {
+      "clone-form": kinds.includes("base") ? null : "--engine qwen --qwen-base",
+      "design-form": kinds.includes("base") && kinds.includes("voice_design") ? null
+        : "--engine qwen --qwen-base and --qwen-voice-design",
+    };
+    for (const [id, missing] of Object.entries(needs)) {
+      const form = $(id);
+      for (const el of form.elements) el.disabled = Boolean(missing);
+      let note = form.querySelector(".unavailable");
+      if (missing && !note) {
+        note = document.createElement("p");
+        note.className = "hint unavailable";
+        form.querySelector("h2").after(note);
+      }
+      if (note) note.textContent = missing ? `Not available on this server: start it with ${missing}.` : "";
+      form.dataset.available = missing ? "false" : "true";
+    }
+  }
+
   say(message, kind = "") {
     $("voices-msg").textContent = message;
     $("voices-msg").dataset.kind = kind;
