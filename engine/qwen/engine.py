@@ -102,10 +102,13 @@ class QwenConfig:
     max_batch: int | None = None  # rows per model instance in one frame step; None: 32 on CUDA, 8 on CPU
     cuda_graphs: bool = True  # capture the frame steps per batch-size bucket on CUDA
     max_context: int = 2048  # CUDA: cache positions per row (prompt + frames); CPU grows as needed
-    prefill_rows: int = 4  # most rows joining the batch per iteration (running rows wait for their prefills)
+    prefill_rows: int | None = None  # most rows prefilled together per iteration; None: 16 on CUDA, 4 on CPU
 
     def batch_size(self) -> int:
         return self.max_batch or (32 if self.device.startswith("cuda") else 8)
+
+    def joins_per_step(self) -> int:
+        return self.prefill_rows or (16 if self.device.startswith("cuda") else 4)
 
     def sources(self) -> dict[str, str]:
         """The configured model kinds and their checkpoint folder or hub id."""
@@ -192,7 +195,7 @@ class _ModelPool:
         from .scheduler import FrameScheduler
 
         self.schedulers = [FrameScheduler(w, m, max_batch=config.batch_size(), first_chunk_frames=config.first_chunk_frames,
-                                          chunk_frames=config.chunk_frames, prefill_rows=config.prefill_rows,
+                                          chunk_frames=config.chunk_frames, prefill_rows=config.joins_per_step(),
                                           cuda_graphs=config.cuda_graphs, context=config.max_context)
                            for w, m in zip(self.workers, models, strict=True)]
         self.models = list(models)
@@ -291,7 +294,7 @@ class QwenEngine:
             "load_seconds": {k: round(sum(m.load_seconds for m in p.models), 3) for k, p in self.pools.items() if p.loaded},
             "workers": {k: [w.snapshot() for w in p.workers] for k, p in self.pools.items()},
             # Per kind and instance, what warm-up built: CUDA graph buckets and capture time, or none.
-            "batching": {"max_batch": self.config.batch_size(), "prefill_rows": self.config.prefill_rows,
+            "batching": {"max_batch": self.config.batch_size(), "prefill_rows": self.config.joins_per_step(),
                          "graphs": self.graph_reports},
         }
         if self.prompts is not None:

@@ -137,29 +137,59 @@ class FrameBatch:
         return self.k[0].shape[2]
 
     # -- rows in and out -----------------------------------------------------------------------
-    @torch.inference_mode()
     def join(self, slot: int, prefill: torch.Tensor, trailing: torch.Tensor, settings: RowSettings) -> None:
         """Prefill a row (1, L, H) into `slot` (slot == count adds a row; a lower slot restarts one)."""
-        if slot > self.count or slot >= self.slots:
-            raise ValueError(f"slot {slot} with {self.count} rows in {self.slots} slots")
-        n = prefill.shape[1]
-        self._reserve(n + 1, trailing.shape[1] + 1)
+        self.join_many([(slot, prefill, trailing, settings)])
+
+    def fits(self, prefill_len: int, text_len: int) -> bool:
+        """Whether a row with this prompt and trailing text fits a fixed-size batch (always when it grows)."""
+        return self.grow or (prefill_len + 1 <= self.context and text_len + 1 <= self.trailing.shape[1])
+
+    @torch.inference_mode()
+    def join_many(self, rows: list[tuple[int, torch.Tensor, torch.Tensor, RowSettings]]) -> None:
+        """Prefill several rows with one talker forward (left-padded like the official batched generate).
+
+        One row is prefilled exactly as the official generate does; several rows' caches and logits
+        equal their own prefill up to float rounding of the larger matrix products."""
+        for slot, *_ in rows:
+            if slot > self.count + len(rows) - 1 or slot >= self.slots:
+                raise ValueError(f"slot {slot} with {self.count} rows in {self.slots} slots")
+        lengths = [prefill.shape[1] for _, prefill, _, _ in rows]
+        width = max(lengths)
+        self._reserve(width + 1, max(trailing.shape[1] for _, _, trailing, _ in rows) + 1)
         talker = self.talker
-        mask = torch.ones(prefill.shape[:2], dtype=torch.long, device=self.device)
-        position_ids, delta = talker.get_rope_index(mask)
+        if len(rows) == 1:
+            embeds = rows[0][1]
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+        else:
+            embeds = rows[0][1].new_zeros((len(rows), width, rows[0][1].shape[-1]))
+            mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+            for i, (_, prefill, _, _) in enumerate(rows):
+                embeds[i, width - lengths[i]:] = prefill[0]
+                mask[i, width - lengths[i]:] = 1
+        position_ids, _ = talker.get_rope_index(mask)
         cache = DynamicCache()
-        out = talker.model(inputs_embeds=prefill, attention_mask=mask, position_ids=position_ids,
-                           past_key_values=cache, cache_position=torch.arange(n, device=self.device), use_cache=True)
+        out = talker.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                           past_key_values=cache, cache_position=torch.arange(width, device=self.device), use_cache=True)
         hidden = out.last_hidden_state
         # The official generate takes the logits of the whole prefill and keeps the last: same GEMM shape.
-        self.first_logits[slot] = talker.codec_head(hidden)[0, -1].float()
-        self.hidden[slot] = hidden[0, -1]
-        for i, layer in enumerate(cache.layers):
-            self.k[i][slot, :, :n] = layer.keys[0]
-            self.v[i][slot, :, :n] = layer.values[0]
-        self.length[slot] = n
-        self.host_length[slot] = n
-        self.rope_delta[slot] = delta.view(-1)[0]
+        logits = talker.codec_head(hidden)[:, -1].float()
+        for i, (slot, _, trailing, settings) in enumerate(rows):
+            n, pad = lengths[i], width - lengths[i]
+            self.first_logits[slot] = logits[i]
+            self.hidden[slot] = hidden[i, -1]
+            for j, layer in enumerate(cache.layers):
+                self.k[j][slot, :, :n] = layer.keys[i, :, pad:]
+                self.v[j][slot, :, :n] = layer.values[i, :, pad:]
+            self._reset_row(slot, n, int(position_ids[0, i, -1]) + 1 - n, trailing, settings)
+        self.count = max(self.count, *(slot + 1 for slot, *_ in rows))
+
+    def _reset_row(self, slot: int, length: int, rope_delta: int, trailing: torch.Tensor,
+                   settings: RowSettings) -> None:
+        # Decode positions continue after the row's last prompt position.
+        self.length[slot] = length
+        self.host_length[slot] = length
+        self.rope_delta[slot] = rope_delta
         self.frames[slot] = 0
         self.min_frames[slot] = settings.min_frames
         self.fresh[slot] = True
@@ -174,7 +204,6 @@ class FrameBatch:
                            do_sample=settings.do_sample)
         self.sub_knobs.set_row(slot, temperature=settings.subtalker_temperature, top_k=settings.subtalker_top_k,
                                top_p=settings.subtalker_top_p, do_sample=settings.subtalker_dosample)
-        self.count = max(self.count, slot + 1)
 
     def leave(self, slot: int) -> int | None:
         """Remove the row in `slot`; the last row moves into it. Returns the slot that moved, if any."""

@@ -6,9 +6,9 @@ their turn between iterations), and each iteration is:
 
   1. rows whose client went away or whose deadline passed leave the batch (their slot is free now);
   2. one talker step for every running row;
-  3. waiting jobs join (their sentence prefilled into a free slot): interactive before bulk, then
-     first come first served, at most `prefill_rows` per iteration so running rows stall for a
-     few short prefills only;
+  3. waiting jobs join (their sentences prefilled together, one talker forward, into free slots):
+     interactive before bulk, then first come first served, at most `prefill_rows` per iteration
+     so running rows stall for one short prefill only;
   4. one frame for every row (`FrameBatch.sample_and_predict`), each row's codes handed to its own
      stateful codec decoder when its chunk is due (first after `first_chunk_frames`, then chunks
      doubling up to `chunk_frames`, so a client playing from its first chunk never waits while
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..base import Priority
-from ..errors import DeadlineExceeded, EngineFailure, SpeechError
+from ..errors import DeadlineExceeded, EngineFailure, InvalidRequest, SpeechError
 from ..worker import StepWorker, queue_items
 
 log = logging.getLogger(__name__)
@@ -304,22 +304,42 @@ class FrameScheduler:
         free = self.max_batch - len(self.running)
         if free <= 0:
             return
+        take = min(free, self.prefill_rows)
         with self._lock:
             self._waiting.sort(key=lambda e: (e[0], e[1]))
-            take, self._waiting = self._waiting[: min(free, self.prefill_rows)], self._waiting[min(free, self.prefill_rows):]
-        for _, _, item in take:
+            entries, self._waiting = self._waiting[:take], self._waiting[take:]
+        joining = []
+        for _, _, item in entries:
             row = item if isinstance(item, _Row) else self._first_row(item)
-            if row is None:
-                continue
             try:
-                self._join(row)
-            except SpeechError as e:
-                self.stats.failed += 1
-                row.job.put(e)
+                joining.append((row, self._prepare(row)))
             except Exception as e:  # noqa: BLE001 - one bad request must not stop the batch
-                log.exception("request %s: could not start a sentence", row.job.request_id)
-                self.stats.failed += 1
-                row.job.put(EngineFailure(f"synthesis failed: {type(e).__name__}: {e}"))
+                self._fail(row, e)
+        if not joining:
+            return
+        from .codec_stream import StreamingCodecDecoder
+
+        first = len(self.running)
+        try:  # the joining rows' prompts in one prefill
+            self.batch.join_many([(first + i, prepared.prefill, prepared.trailing_text, settings)
+                                  for i, (_, (prepared, settings)) in enumerate(joining)])
+        except Exception as e:  # noqa: BLE001
+            for row, _ in joining:
+                self._fail(row, e)
+            return
+        self.stats.prefills += 1
+        for row, (prepared, settings) in joining:
+            self.running.append(row)
+            row.max_frames, row.frames, row.pending, row.due = settings.max_frames, 0, [], self.first_chunk_frames
+            row.decoder = StreamingCodecDecoder(self.loaded)
+            row.ref = prepared.ref_code
+
+    def _fail(self, row: _Row, error: Exception) -> None:
+        self.stats.failed += 1
+        if not isinstance(error, SpeechError):
+            log.error("request %s: could not start a sentence: %r", row.job.request_id, error)
+            error = EngineFailure(f"synthesis failed: {type(error).__name__}: {error}")
+        row.job.put(error)
 
     def _first_row(self, job: StreamJob) -> _Row | None:
         import torch
@@ -329,22 +349,18 @@ class FrameScheduler:
         generator = torch.Generator(device=self.loaded.device).manual_seed(int(seed))
         return _Row(job=job, sentence=0, generator=generator, params=job.params[0], max_frames=0)
 
-    def _join(self, row: _Row) -> None:
-        from .codec_stream import StreamingCodecDecoder
+    def _prepare(self, row: _Row) -> tuple[Any, Any]:
+        """The row's next sentence: its talker inputs and its settings (frames capped by a fixed cache)."""
         from .streaming import row_settings
 
         prepared = row.job.prepare(row.sentence)
         params = row.params = row.job.params[row.sentence]
         batch = self.batch
+        if not batch.fits(prepared.prefill.shape[1], prepared.trailing_text.shape[1]):
+            raise InvalidRequest(f"a sentence of {len(prepared.text)} characters is too long for this server's "
+                                 f"Qwen context ({batch.context} positions, --qwen-max-context)", param="input")
         room = None if batch.grow else batch.context - prepared.prefill.shape[1] - 1
-        settings = row_settings(params, room)
-        slot = len(self.running)
-        batch.join(slot, prepared.prefill, prepared.trailing_text, settings)
-        self.stats.prefills += 1
-        self.running.append(row)
-        row.max_frames, row.frames, row.pending, row.due = settings.max_frames, 0, [], self.first_chunk_frames
-        row.decoder = StreamingCodecDecoder(self.loaded)
-        row.ref = prepared.ref_code
+        return prepared, row_settings(params, room)
 
     def _deliver(self, rows: list[_Row]) -> None:
         """Decode the rows' pending frames (rows with the same count in one batch) and hand out the audio."""

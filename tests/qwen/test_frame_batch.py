@@ -45,12 +45,15 @@ def drive(loaded, rows: list[Row], *, slots: int = 4, static: bool = False, runn
     while waiting or running:
         if running:
             batch.talker_step(len(running), runner)
+        joining = []  # rows joining in the same iteration share one prefill, as in the scheduler
         while waiting and waiting[0].join_at <= it and len(running) < slots:
             row = waiting.pop(0)
             prepared = prepare_inputs(loaded, text=row.text, speaker=row.speaker, instruct=row.instruct)
-            batch.join(len(running), prepared.prefill, prepared.trailing_text, row_settings(row.params))
+            joining.append((len(running), prepared.prefill, prepared.trailing_text, row_settings(row.params)))
             gens[row.name] = make_generator(loaded, row.seed)
             running.append(row)
+        if joining:
+            batch.join_many(joining)
         it += 1
         if not running:
             continue
@@ -142,6 +145,15 @@ def test_freed_slots_carry_nothing_stale(tiny_custom_voice_model) -> None:
     assert len(rows["long"].codes) == 6
     _same(rows["short"], solo(loaded, rows["short"]))
     _same(rows["n"], solo(loaded, rows["n"]))
+
+
+def test_rows_prefilled_together_match_their_solo_runs(tiny_custom_voice_model) -> None:
+    """Three prompts of different lengths joining at once (one left-padded prefill) beside a running row."""
+    loaded = tiny_custom_voice_model
+    rows = [replace(r, join_at=2 if r.name != "a" else 0) for r in plan()]
+    batched = drive(loaded, rows)
+    for name in "abcd":
+        _same(batched[name], solo(loaded, batched[name]))
 
 
 def test_padded_static_steps_equal_dynamic_ones(tiny_custom_voice_model) -> None:
