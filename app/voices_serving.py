@@ -34,7 +34,7 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
 
-from engine.audio_import import MAX_SECONDS, import_reference
+from engine.audio_import import MAX_SECONDS, ImportedAudio, import_reference
 from engine.base import SAMPLE_RATE, Voice
 from engine.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge, VoiceNotFound
 from engine.languages import normalize_language
@@ -214,7 +214,7 @@ async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: 
     if ref_text is None and not data.x_vector_only:
         raise InvalidRequest("ref_text (the exact transcript of audio_sample) is required unless x_vector_only "
                              "is true", param="ref_text")
-    clip = await asyncio.to_thread(import_reference, audio)
+    clip = await _decode_admitted(service, engine, audio)
     manifest = VoiceManifest(id=voice_id, name=name, kind="clone", language=language, ref_text=ref_text,
                              x_vector_only=data.x_vector_only, source="uploaded", consent=data.consent)
     voice = await _save(engine, manifest, clip.samples)
@@ -222,6 +222,13 @@ async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: 
     log.info("voice %r uploaded (%.1f s of %s, trimmed from %.1f s)", voice.id, clip.seconds, clip.source_format,
              clip.original_seconds)
     return voice_card(voice, engine)
+
+
+async def _decode_admitted(service: SpeechService, engine: QwenEngine, audio: bytes) -> ImportedAudio:
+    """Decoding costs CPU and memory like a synthesis does, so it waits for (and holds) an admission slot:
+    a flood of uploads queues and meets 429 instead of decoding all at once."""
+    async with await service.admission[engine.name].acquire():
+        return await asyncio.to_thread(import_reference, audio)
 
 
 def _engine_for(service: SpeechService, *, design: bool) -> QwenEngine:
@@ -337,7 +344,7 @@ async def inline_voice(service: SpeechService, ref_audio: str, ref_text: str | N
         text = text or stored.ref_text
     else:
         try:
-            samples = (await asyncio.to_thread(import_reference, _b64decode(value))).samples
+            samples = (await _decode_admitted(service, engine, _b64decode(value))).samples
         except InvalidRequest as e:
             raise type(e)(e.message.replace("the audio sample", "ref_audio"), param="ref_audio") from None
     if text is None and not x_vector_only:

@@ -26,6 +26,7 @@ from app.protocol import MAX_AUDIO_BYTES
 from engine.voice_names import check_voice_name, voice_id_for
 from engine.voice_store import read_reference
 from tests.conftest import decode_audio
+from tests.test_audio_import import BOMBS
 from tests.server import Server, start_server
 
 SR = 24_000
@@ -187,6 +188,8 @@ REJECTIONS = [
     ("too short", "Short", encode(speechlike(1.5), "mp3"), {}, 400, "audio_sample", "at least 3 s"),
     ("too long", "Long", encode(speechlike(34), "ogg"), {}, 400, "audio_sample", "at most 30 s"),
     ("silent", "Quiet", encode(np.zeros(5 * SR, np.float32), "wav"), {}, 400, "audio_sample", "silent"),
+    ("flac bomb", "Bomb", BOMBS["flac-10Hz"](), {}, 400, "audio_sample", "10 Hz is outside"),
+    ("matroska bomb", "Bomb Two", BOMBS["matroska-pcm-100Hz"](), {}, 400, "audio_sample", "100 Hz is outside"),
     ("too big", "Huge", b"\0" * (MAX_AUDIO_BYTES + 1), {}, 413, "audio_sample", "10 MiB"),
     ("missing ref_text", "Quiet Type", encode(speechlike(4), "flac"), {"ref_text": ""}, 400, "ref_text",
      "unless x_vector_only"),
@@ -341,6 +344,8 @@ def test_inline_ref_audio(gateway: Gateway) -> None:
         ({"ref_audio": "file:///etc/passwd", "ref_text": "x"}, "ref_audio", "never fetched"),
         ({"ref_audio": "not base64 at all!", "ref_text": "x"}, "ref_audio", "base64"),
         ({"ref_audio": base64.b64encode(b"noise" * 99).decode(), "ref_text": "x"}, "ref_audio", "could not decode"),
+        ({"ref_audio": base64.b64encode(BOMBS["nut-pcm-400Hz"]()).decode(), "ref_text": "x"}, "ref_audio",
+         "400 Hz is outside"),
         ({"ref_audio": b64}, "ref_text", "ref_text"),
         ({"ref_audio": b64, "ref_text": "x", "model": "hibari"}, "model", "Qwen3"),
     ]
