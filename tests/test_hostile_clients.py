@@ -98,3 +98,83 @@ def test_clients_that_never_read_lose_their_slots(server_factory):
             pass
         sock.close()
     assert server.alive()
+
+
+# -- 3. slowloris ----------------------------------------------------------------------------------
+def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    sock.settimeout(seconds)
+    got = b""
+    try:
+        while piece := sock.recv(4096):
+            got += piece
+    except TimeoutError:
+        return False, got
+    except ConnectionResetError:
+        pass
+    return True, got
+
+
+def test_slow_and_silent_connections_are_cut(server_factory):
+    server = server_factory("--header-timeout", "1", "--body-timeout", "1.5", "--max-connections", "40")
+    silent = socket.create_connection(("127.0.0.1", server.port))
+    trickle = socket.create_connection(("127.0.0.1", server.port))
+    slow_body = socket.create_connection(("127.0.0.1", server.port))
+    trickle.sendall(b"GET /healthz HTTP/1.1\r\n")
+    slow_body.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 200\r\n\r\n{")
+    started = time.monotonic()
+    for _ in range(3):  # a header line every 0.4 s would keep it open forever without a header deadline
+        time.sleep(0.4)
+        trickle.sendall(b"X-Slow: 1\r\n")
+        slow_body.sendall(b" ")
+    assert _closed_within(silent, 3)[0]
+    assert _closed_within(trickle, 3)[0]
+    closed, reply = _closed_within(slow_body, 3)
+    assert closed and reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+    assert b'"code":"timeout"' in reply
+    assert time.monotonic() - started < 6
+    # Past --max-connections new requests get 503 instead of exhausting descriptors; /healthz recovers.
+    flood = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(45)]
+    try:
+        assert httpx.get(server.url + "/healthz", timeout=5).status_code == 503
+    finally:
+        for sock in flood:
+            sock.close()
+    assert _wait(lambda: httpx.get(server.url + "/healthz", timeout=5).status_code == 200, 10)
+    assert _hits(server, "max_connections") >= 1
+    assert _hits(server, "header_timeout") >= 2 and _hits(server, "body_timeout") == 1
+    for sock in (silent, trickle, slow_body):
+        sock.close()
+
+
+# -- 8. deep JSON ----------------------------------------------------------------------------------
+def test_deeply_nested_json_is_a_client_error(embedded_server):
+    from websockets.sync.client import connect
+
+    deep = "[" * 1000 + "]" * 1000
+    body = '{"model":"tts-1","voice":"alloy","input":"Hi.","extra":' + deep + "}"
+    response = httpx.post(embedded_server.url + SPEECH, content=body,
+                          headers={"content-type": "application/json"}, timeout=10)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    for path, good in (("/api/v1/speak", {"type": "cancel"}), ("/v1/audio/speech/stream", {"type": "input.done"})):
+        with connect(embedded_server.ws_url + path, open_timeout=10) as ws:
+            if path == "/api/v1/speak":
+                assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+            ws.send('{"type":"speak","text":' + deep + "}")
+            error = json.loads(ws.recv(timeout=10))
+            assert error["type"] == "error" and "nested too deeply" in error["message"]
+            ws.send(json.dumps(good))  # the socket is still open and answers
+            assert json.loads(ws.recv(timeout=10))["type"] in ("cancelled", "session.done")
+
+
+# -- 10. credentials in URLs -----------------------------------------------------------------------
+def test_url_credentials_never_reach_the_logs(keyed_server):
+    from websockets.sync.client import connect
+
+    from tests.conftest import API_KEY
+
+    httpx.get(keyed_server.v1 + f"/models?token={API_KEY}", timeout=10)
+    with connect(keyed_server.ws_url + f"/api/v1/speak?token={API_KEY}", open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+    assert _wait(lambda: "token=[redacted]" in keyed_server.log(), 5)
+    assert API_KEY not in keyed_server.log()
