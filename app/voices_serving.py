@@ -98,14 +98,14 @@ def find_voice(service: SpeechService, voice_id: str) -> Voice:
     return voice
 
 
-async def voice_sample(service: SpeechService, voice_id: str) -> bytes:
+async def voice_sample(service: SpeechService, voice_id: str) -> tuple[Voice, bytes]:
     """A clone voice's cleaned reference clip (the rendered sample of a designed voice), as WAV bytes."""
     voice = find_voice(service, voice_id)
     if voice.kind != "clone" or not voice.ref_audio:
         raise VoiceNotFound(f"voice {voice.id!r} has no sample: only clone voices have a reference clip",
                             param="voice_id")
     try:
-        return await asyncio.to_thread(Path(voice.ref_audio).read_bytes)
+        return voice, await asyncio.to_thread(Path(voice.ref_audio).read_bytes)
     except FileNotFoundError:
         raise VoiceNotFound(f"voice {voice.id!r} was deleted", param="voice_id") from None
 

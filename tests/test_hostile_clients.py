@@ -178,3 +178,27 @@ def test_url_credentials_never_reach_the_logs(keyed_server):
         assert json.loads(ws.recv(timeout=10))["type"] == "ready"
     assert _wait(lambda: "token=[redacted]" in keyed_server.log(), 5)
     assert API_KEY not in keyed_server.log()
+
+
+# -- 11. crafted URLs ------------------------------------------------------------------------------
+def _raw_get(server: Server, target: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while piece := sock.recv(65536):
+            reply += piece
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def test_crafted_static_paths_are_plain_404s(embedded_server):
+    from tests.server import ROOT
+
+    for target in (b"/static/%00", b"/static/.", b"/static/..", b"/static/%2e%2e/main.py", b"/static/a%0Ab",
+                   b"/static/%E2%80%A8", b"/static/../static/playground.js", b"/static/"):
+        status, body = _raw_get(embedded_server, target)
+        assert status == 404, (target, status, body[:200])
+        assert json.loads(body)["error"]["code"] == "not_found"
+        assert str(ROOT).encode() not in body and b"/app/" not in body, body
+    status, body = _raw_get(embedded_server, b"/static/playground.js")
+    assert status == 200 and b"import" in body

@@ -410,3 +410,16 @@ def test_api_keys_guard_the_voice_routes(keyed_server: Server) -> None:
     for response in (upload(keyed_server, "Ada", b"x"), httpx.delete(keyed_server.v1 + "/audio/voices/x"),
                      httpx.get(keyed_server.v1 + "/audio/voices/hibari-heart")):
         assert response.status_code == 401 and error_of(response)["code"] == "invalid_api_key"
+
+
+def test_sample_urls_with_control_characters(gateway: Gateway) -> None:
+    """Lookups forgive case and surrounding whitespace; the header carries the stored id, never the URL's text."""
+    for raw in ("default%0A", "DEFAULT%E2%80%A8", "%09default", "default%0D%0AX-Injected:%201"):
+        response = httpx.get(gateway.server.v1 + f"/audio/voices/{raw}/sample", timeout=30)
+        assert response.status_code in (200, 404), (raw, response.status_code)
+        if response.status_code == 200:
+            assert response.headers["content-disposition"] == 'attachment; filename="default.wav"'
+            assert "x-injected" not in response.headers
+        else:
+            assert error_of(response)["code"] == "voice_not_found"
+    assert httpx.get(gateway.server.v1 + "/audio/voices/default%0A/sample", timeout=30).status_code == 200

@@ -107,9 +107,11 @@ async def get_voice(request: Request, voice_id: str) -> VoiceCard:
 @get("/v1/audio/voices/{voice_id:str}/sample", summary="Download a clone voice's reference clip", media_type="audio/wav",
      responses=_errors(400, 401, 404))
 async def get_voice_sample(request: Request, voice_id: str) -> Response[bytes]:
-    data = await voice_sample(request.app.state.service, voice_id)
+    voice, data = await voice_sample(request.app.state.service, voice_id)
+    # The stored id, never the URL's text: lookups forgive case and whitespace, a header cannot carry
+    # control characters or line separators.
     return Response(data, media_type="audio/wav",
-                    headers={"Content-Disposition": f'attachment; filename="{voice_id.lower()}.wav"'})
+                    headers={"Content-Disposition": f'attachment; filename="{voice.id}.wav"'})
 
 
 @delete("/v1/audio/voices/{voice_id:str}", status_code=200, summary="Delete an uploaded or designed voice",
