@@ -202,3 +202,40 @@ def test_crafted_static_paths_are_plain_404s(embedded_server):
         assert str(ROOT).encode() not in body and b"/app/" not in body, body
     status, body = _raw_get(embedded_server, b"/static/playground.js")
     assert status == 200 and b"import" in body
+
+
+# -- 6. segmentation must not block the event loop -------------------------------------------------
+def test_text_in_segmentation_keeps_the_loop_free(server_factory):
+    import threading
+
+    from websockets.sync.client import connect
+
+    server = server_factory("--max-concurrent", "1", "--max-queue", "0")
+    piece = ("Hi. " * 1024)[:4096]  # 1,024 short sentences: ~1.3 s per piece when segmenting was quadratic
+    stop = threading.Event()
+
+    def flood() -> None:
+        with connect(server.ws_url + "/v1/audio/speech/stream", open_timeout=10) as ws:
+            for _ in range(6):
+                ws.send(json.dumps({"type": "input.text", "text": piece}))
+            while not stop.is_set():
+                try:
+                    ws.recv(timeout=0.2)
+                except TimeoutError:
+                    pass
+
+    threads = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    latencies = []
+    try:
+        for _ in range(15):
+            started = time.monotonic()
+            assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert max(latencies) < 0.5, latencies
