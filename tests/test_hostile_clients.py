@@ -239,3 +239,26 @@ def test_text_in_segmentation_keeps_the_loop_free(server_factory):
         for thread in threads:
             thread.join(10)
     assert max(latencies) < 0.5, latencies
+
+
+# -- 7. numbers too long for the embedded voice's number reader ------------------------------------
+LONG_NUMBERS = ("Pay $" + "9" * 37 + ".50 on the " + "1" * 37 + "th, that is " + "2" * 37 + ".5 or "
+                + "1," + ",".join(["000"] * 13) + " percent.")
+
+
+def test_long_numbers_are_spoken(embedded_server):
+    from websockets.sync.client import connect
+
+    response = httpx.post(embedded_server.url + SPEECH, timeout=120, json={
+        "model": "tts-1", "voice": "alloy", "input": LONG_NUMBERS, "response_format": "pcm"})
+    assert response.status_code == 200 and len(response.content) > 24000 * 2 * 5  # digit by digit: long
+    with connect(embedded_server.ws_url + "/v1/audio/speech/stream", open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "input.text", "text": "$" + "7" * 40 + "."}))
+        ws.send(json.dumps({"type": "input.done"}))
+        events = []
+        while not events or events[-1]["type"] != "session.done":
+            message = ws.recv(timeout=60)
+            if isinstance(message, str):
+                events.append(json.loads(message))
+    assert [e["type"] for e in events] == ["audio.start", "audio.done", "session.done"], events
+    assert not events[1]["error"] and events[1]["total_bytes"] > 0
