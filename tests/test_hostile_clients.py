@@ -262,3 +262,24 @@ def test_long_numbers_are_spoken(embedded_server):
                 events.append(json.loads(message))
     assert [e["type"] for e in events] == ["audio.start", "audio.done", "session.done"], events
     assert not events[1]["error"] and events[1]["total_bytes"] > 0
+
+
+# -- 5. bulk waiters must not starve interactive requests ------------------------------------------
+def test_queued_bulk_work_gives_way_to_interactive_requests(server_factory):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = server_factory("--max-concurrent", "2", "--max-queue", "4")
+    item = {"model": "tts-1", "voice": "alloy", "input": long_text(3), "response_format": "pcm"}
+    with ThreadPoolExecutor(8) as pool:
+        batches = [pool.submit(httpx.post, server.url + SPEECH + "/batch", json={"items": [item, item]}, timeout=120)
+                   for _ in range(5)]
+        # One bulk item runs (the other slot is kept for interactive work) and four wait: the queue is full.
+        assert _wait(lambda: value(scrape(server), "speech_gateway_queue_depth", engine="embedded") == 4, 30)
+        people = [pool.submit(httpx.post, server.url + SPEECH, timeout=120, json={
+            "model": "tts-1", "voice": "alloy", "input": "Hello there.", "response_format": "pcm"})
+            for _ in range(3)]
+        assert [p.result().status_code for p in people] == [200, 200, 200]
+        for batch in batches:  # the displaced bulk items waited and retried: every item still succeeds
+            response = batch.result()
+            assert response.status_code == 200
+            assert [d["status"] for d in response.json()["data"]] == ["ok", "ok"]
