@@ -283,3 +283,29 @@ def test_queued_bulk_work_gives_way_to_interactive_requests(server_factory):
             response = batch.result()
             assert response.status_code == 200
             assert [d["status"] for d in response.json()["data"]] == ["ok", "ok"]
+
+
+# -- 4. batches: streamed, and stopped when their client leaves -------------------------------------
+def test_abandoned_batch_stops_and_results_stream(server_factory):
+    server = server_factory("--log-format", "json")
+    item = {"model": "tts-1", "voice": "alloy", "input": long_text(3), "response_format": "pcm"}
+    with httpx.stream("POST", server.url + SPEECH + "/batch", json={"items": [item] * 3}, timeout=60) as response:
+        assert response.status_code == 200
+        body = b"".join(response.iter_bytes())
+    data = json.loads(body)["data"]
+    assert [d["status"] for d in data] == ["ok"] * 3 and all(len(d["audio"]) > 1000 for d in data)
+
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(_http_request(SPEECH + "/batch", {"items": [item] * 64}))
+    sock.settimeout(30)
+    assert sock.recv(12).startswith(b"HTTP/1.1 200")  # headers go out at once: the results are streamed
+    time.sleep(0.5)
+    sock.close()
+    steps = lambda: value(scrape(server), "speech_gateway_engine_steps_total", engine="embedded")  # noqa: E731
+    assert _wait(lambda: value(scrape(server), "speech_gateway_active_slots", engine="embedded") == 0, 10)
+    stopped_at = steps()
+    time.sleep(1.5)
+    assert steps() == stopped_at, "the batch kept synthesizing for a client that had left"
+    assert stopped_at < 64 * 3 * 0.75, stopped_at  # 3 sentences per item
+    assert value(scrape(server), "speech_gateway_cancellations_total", engine="embedded",
+                 route=SPEECH + "/batch") >= 1
