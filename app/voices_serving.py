@@ -34,6 +34,7 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
 
+from engine import limits
 from engine.audio_import import MAX_SECONDS, ImportedAudio, import_reference
 from engine.base import SAMPLE_RATE, Voice
 from engine.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge, VoiceNotFound
@@ -197,11 +198,13 @@ def _invalid_field(e: msgspec.ValidationError) -> InvalidRequest:
 
 
 async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: bytes | None,
-                       request_id: str) -> VoiceCard:
+                       request_id: str, *, max_voices: int | None = None) -> VoiceCard:
     """Upload (audio) or design (description), save, and answer the new voice's card."""
     description = (data.description or data.prompt or "").strip()
     designing = audio is None and (bool(description) or data.type == "prompt")
     engine = _engine_for(service, design=designing)
+    if max_voices is not None:
+        await _check_room(engine, max_voices)
     name = check_voice_name(data.name)
     voice_id = _available_id(service, engine, name)
     language = normalize_language(data.language)
@@ -222,6 +225,21 @@ async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: 
     log.info("voice %r uploaded (%.1f s of %s, trimmed from %.1f s)", voice.id, clip.seconds, clip.source_format,
              clip.original_seconds)
     return voice_card(voice, engine)
+
+
+async def _check_room(engine: QwenEngine, max_voices: int) -> None:
+    """Every voice is listed, scanned and cached by every process: an unbounded folder slows everyone."""
+    assert engine.clones.user_dir is not None  # checked by _engine_for
+    user_dir = engine.clones.user_dir
+
+    def count() -> int:
+        return sum(1 for p in user_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if user_dir.is_dir() else 0
+
+    if await asyncio.to_thread(count) >= max_voices:
+        limits.hit("max_voices")
+        raise Forbidden(f"this server holds its limit of {max_voices} voices (--max-voices); delete one first",
+                        param="name")
 
 
 async def _decode_admitted(service: SpeechService, engine: QwenEngine, audio: bytes) -> ImportedAudio:

@@ -309,3 +309,51 @@ def test_abandoned_batch_stops_and_results_stream(server_factory):
     assert stopped_at < 64 * 3 * 0.75, stopped_at  # 3 sentences per item
     assert value(scrape(server), "speech_gateway_cancellations_total", engine="embedded",
                  route=SPEECH + "/batch") >= 1
+
+
+# -- 12. decided: keyless speak sockets, browsers on a keyless server, tiny temperatures -------------
+def test_keyless_speak_socket_may_only_authenticate(keyed_server):
+    from websockets.sync.client import connect
+
+    with connect(keyed_server.ws_url + "/api/v1/speak", open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"  # the protocol's greeting, no secret in it
+        ws.send(json.dumps({"type": "cancel"}))
+        error = json.loads(ws.recv(timeout=10))
+        assert error["type"] == "error" and error["code"] == "UNAUTHORIZED"
+        with pytest.raises(Exception):  # noqa: B017 - closed with 1008
+            ws.recv(timeout=10)
+        assert ws.close_code == 1008
+
+
+def test_keyless_server_refuses_other_web_pages(embedded_server):
+    from websockets.sync.client import connect
+
+    evil = {"origin": "http://evil.example"}
+    response = httpx.post(embedded_server.v1 + "/audio/voices", headers=evil, timeout=10,
+                          data={"name": "Pwned"}, files={"audio_sample": ("a.wav", b"RIFF", "audio/wav")})
+    assert response.status_code == 403 and response.json()["error"]["code"] == "cross_origin"
+    assert httpx.delete(embedded_server.v1 + "/audio/voices/x", headers=evil, timeout=10).status_code == 403
+    preflight = httpx.options(embedded_server.v1 + "/audio/voices/x", timeout=10, headers={
+        **evil, "access-control-request-method": "DELETE"})
+    assert "access-control-allow-origin" not in preflight.headers
+    with pytest.raises(Exception):  # noqa: B017 - the handshake is refused
+        connect(embedded_server.ws_url + "/api/v1/speak", origin="http://evil.example", open_timeout=10)
+    # The playground (same origin) and clients that send no Origin are unaffected.
+    same = {"origin": embedded_server.url}
+    body = {"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": "pcm"}
+    assert httpx.post(embedded_server.url + SPEECH, json=body, headers=same, timeout=30).status_code == 200
+    assert httpx.post(embedded_server.url + SPEECH, json=body, timeout=30).status_code == 200
+
+
+def test_keyed_server_allows_any_origin(keyed_server):
+    from tests.conftest import API_KEY
+
+    response = httpx.get(keyed_server.v1 + "/models", timeout=10, headers={
+        "origin": "http://app.example", "authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 200 and response.headers["access-control-allow-origin"] == "*"
+
+
+def test_denormal_temperature_is_refused(embedded_server):
+    response = httpx.post(embedded_server.url + SPEECH, timeout=10, json={
+        "model": "tts-1", "voice": "alloy", "input": "Hi.", "temperature": 1e-45})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "temperature"

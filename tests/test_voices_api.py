@@ -26,8 +26,8 @@ from app.protocol import MAX_AUDIO_BYTES
 from engine.voice_names import check_voice_name, voice_id_for
 from engine.voice_store import read_reference
 from tests.conftest import decode_audio
-from tests.test_audio_import import BOMBS
 from tests.server import Server, start_server
+from tests.test_audio_import import BOMBS
 
 SR = 24_000
 ADA_TEXT = "Hello, my name is Ada, and this is how I sound when I speak."
@@ -423,3 +423,17 @@ def test_sample_urls_with_control_characters(gateway: Gateway) -> None:
         else:
             assert error_of(response)["code"] == "voice_not_found"
     assert httpx.get(gateway.server.v1 + "/audio/voices/default%0A/sample", timeout=30).status_code == 200
+
+
+def test_max_voices(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
+    server = start_server(tmp_path, "--engine", "qwen", "--qwen-base", str(checkpoints["base"]), "--max-voices", "1")
+    try:
+        clip = encode(speechlike(4), "wav")
+        assert upload(server, "First", clip, ref_text="Some words.").status_code == 200
+        refused = upload(server, "Second", clip, ref_text="Some words.")
+        assert refused.status_code == 403 and "--max-voices" in error_of(refused)["message"]
+        assert 'speech_gateway_limit_hits_total{limit="max_voices"} 1.0' in httpx.get(server.url + "/metrics").text
+        assert httpx.delete(server.v1 + "/audio/voices/first", timeout=30).status_code == 200
+        assert upload(server, "Second", clip, ref_text="Some words.").status_code == 200
+    finally:
+        server.stop()
