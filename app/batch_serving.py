@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import logging
 import time
 import zipfile
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import msgspec
@@ -52,8 +52,11 @@ async def _synthesize(service: SpeechService, item: SpeechRequest, request_id: s
 
 
 async def run_batch(service: SpeechService, batch: BatchRequest, request_id: str, *, parallel: int,
-                    timeout: float) -> list[tuple[BatchItemResult, bytes]]:
-    """Every item's result (and encoded audio), in input order."""
+                    timeout: float) -> AsyncIterator[tuple[BatchItemResult, bytes]]:
+    """Every item's result (and encoded audio), in input order, each as soon as it and those before it are done.
+
+    Closing the iterator (the client went away) cancels every item still queued or synthesizing.
+    """
     gate = asyncio.Semaphore(max(1, parallel))
     deadline = time.monotonic() + timeout
 
@@ -72,11 +75,25 @@ async def run_batch(service: SpeechService, batch: BatchRequest, request_id: str
         return BatchItemResult(index=index, status="ok", format=item.response_format, file=name,
                                duration_s=round(seconds, 3), voice=voice), data
 
-    return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(batch.items))))
+    tasks = [asyncio.create_task(one(i, item)) for i, item in enumerate(batch.items)]
+    try:
+        for task in tasks:
+            yield await task
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def as_json(results: list[tuple[BatchItemResult, bytes]]) -> list[BatchItemResult]:
-    return [replace_audio(r, data) for r, data in results]
+async def json_body(results: AsyncIterator[tuple[BatchItemResult, bytes]]) -> AsyncIterator[bytes]:
+    """`{"object": "list", "data": [...]}` written item by item: a 64-item batch of long pcm audio never
+    sits in memory as one response."""
+    yield b'{"object":"list","data":['
+    first = True
+    async for result, data in results:
+        yield (b"" if first else b",") + msgspec.json.encode(replace_audio(result, data))
+        first = False
+    yield b"]}"
 
 
 def replace_audio(result: BatchItemResult, data: bytes) -> BatchItemResult:
@@ -85,13 +102,33 @@ def replace_audio(result: BatchItemResult, data: bytes) -> BatchItemResult:
     return msgspec.structs.replace(result, audio=base64.b64encode(data).decode(), file=None)
 
 
-def as_zip(results: list[tuple[BatchItemResult, bytes]]) -> bytes:
-    """One file per successful item plus `results.json` listing every item, errors included."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:  # audio is already compressed
-        for result, data in results:
+class _Pieces:
+    """A write-only, unseekable file: zipfile then streams (data descriptors) and we hand on what it wrote."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out, self._parts = b"".join(self._parts), []
+        return out
+
+
+async def zip_body(results: AsyncIterator[tuple[BatchItemResult, bytes]]) -> AsyncIterator[bytes]:
+    """One file per successful item plus `results.json` listing every item, errors included; streamed."""
+    out = _Pieces()
+    listing = []
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:  # audio is already compressed
+        async for result, data in results:
             if result.status == "ok" and result.file:
                 archive.writestr(result.file, data)
-        listing = [msgspec.to_builtins(r) for r, _ in results]
+                yield out.take()
+            listing.append(msgspec.to_builtins(result))
         archive.writestr("results.json", json.dumps({"object": "list", "data": listing}, indent=1))
-    return buf.getvalue()
+    yield out.take()

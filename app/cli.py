@@ -48,18 +48,31 @@ def _require_qwen_extra(command: str) -> None:
             raise MissingExtra(command, module)
 
 
+def _raise_file_limit() -> None:
+    """Up to the hard limit: --max-connections, not the descriptor table, should be what refuses clients."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from .connection_guard import guard, http_protocol
+    from .logging_setup import uvicorn_log_config
     from .main import create_app
 
     settings = _settings_from(args)
     if settings.engine == "qwen":
         _require_qwen_extra("serve --engine qwen")  # else the first sign would be a traceback inside startup
-    # JSON logs: uvicorn's own loggers go through our root handler instead of its text config.
-    log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=settings.shutdown_grace, log_config=log_config,
+    _raise_file_limit()
+    app = guard(create_app(settings), send_timeout=settings.send_timeout, body_timeout=settings.body_timeout)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=settings.shutdown_grace, log_config=uvicorn_log_config(settings.log_format),
+                http=http_protocol(settings.header_timeout), limit_concurrency=settings.max_connections,
                 # The transport cuts only absurd frames (1009); moderately oversize ones reach the session,
                 # which answers with an `error` and keeps the socket open.
                 ws_max_size=max(1 << 20, 16 * settings.ws_max_message_bytes))

@@ -18,6 +18,7 @@ _OPENAI_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
@@ -74,10 +75,13 @@ def handle_exception(request: Request, exc: Exception) -> Response:
         return error_response(400, error_body(message, status=400, param=param, code="invalid_value"))
     if isinstance(exc, HTTPException):
         status = exc.status_code
-        code = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed"}.get(status)
+        code = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 408: "timeout"}.get(status)
         retry = None
         if exc.headers and "Retry-After" in exc.headers:
             retry = float(exc.headers["Retry-After"])
         return error_response(status, error_body(exc.detail, status=status, code=code), retry)
+    if isinstance(exc, RecursionError):
+        # msgspec refuses JSON nested deeper than it can recurse: the body is at fault, not the server.
+        return error_response(400, error_body("the JSON body is nested too deeply", status=400, code="invalid_json"))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, error_body("internal server error", status=500, code="internal_error"))

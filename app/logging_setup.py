@@ -7,7 +7,9 @@ fields sit at the top level of the line beside `ts`, `level` and `logger`.
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -15,6 +17,39 @@ from typing import Any
 import msgspec
 
 LOG_FORMATS = ("text", "json")
+# Credentials a client may put in a URL (`?token=` is the documented WebSocket form): uvicorn logs the
+# full path with its query string on every access and WebSocket handshake line.
+_URL_SECRET = re.compile(r"([?&](?:token|api[_-]?key|key|access_token|auth(?:_?token)?)=)[^&\s\"']*", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    return _URL_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+class RedactCredentials(logging.Filter):
+    """Rewrites a record's message and string arguments so no URL credential reaches a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "=" in record.msg:
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) and "=" in a else a for a in record.args)
+        return True
+
+
+def uvicorn_log_config(log_format: str) -> dict | None:
+    """uvicorn's text logging config with the redaction filter on its handlers; None (our root handler,
+    which has the filter too) for JSON logs."""
+    if log_format == "json":
+        return None
+    import uvicorn.config
+
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact"] = {"()": RedactCredentials}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
+    return config
 _FIELDS = "fields"  # LogRecord attribute that carries an event's structured fields
 
 
@@ -53,6 +88,7 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
     if log_format not in LOG_FORMATS:
         raise ValueError(f"unknown log format {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactCredentials())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

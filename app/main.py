@@ -18,6 +18,7 @@ from .errors import handle_exception
 from .logging_setup import configure_logging
 from .metrics import GatewayMetrics, metrics_endpoint
 from .openapi_docs import docs_ui
+from .origins import cors_origins, origin_guard
 from .request_id import request_id_middleware
 from .routes.batch import create_speech_batch
 from .routes.ops import healthz, list_models, readyz, retrieve_model
@@ -61,13 +62,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, retrieve_model, *VOICE_ROUTES],
                 guards=[require_api_key])
     docs_plugin, docs_assets = docs_ui()
+    keyed = bool(settings.all_api_keys())
+    origins = cors_origins(settings.cors_origins, keyed)
     app = Litestar(
         route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo,
                         playground_page, playground_assets(), docs_assets],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
-        middleware=[request_id_middleware, metrics.middleware],
-        cors_config=CORSConfig(allow_origins=["*"], expose_headers=["x-request-id", "retry-after"]),
+        middleware=[request_id_middleware, metrics.middleware, origin_guard(origins, keyed)],
+        cors_config=CORSConfig(allow_origins=origins, expose_headers=["x-request-id", "retry-after"]) if origins
+        else None,
         openapi_config=OpenAPIConfig(title="Qwen Speech Gateway", version="0.1.0", render_plugins=[docs_plugin]),
         debug=False,
         logging_config=None,  # configure_logging owns the root logger; Litestar's default would replace it

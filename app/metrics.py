@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
+from engine import limits
 from engine.errors import Overloaded, SpeechError, Unavailable
 from engine.service import SpeechParams, SpeechService, SpeechStream
 
@@ -259,7 +260,11 @@ class _ScrapeTimeCollector(Collector):
             rejected.add_metric([name], queue.rejected)
         for name, engine in service.engines.items():
             ready.add_metric([name], 1.0 if engine.status().ready else 0.0)
-        yield from (depth, active, limit, rejected, ready)
+        hits = CounterMetricFamily(f"{PREFIX}_limit_hits", "Protective limits that fired: decoded_audio, "
+                                   "send_timeout, header_timeout, body_timeout, max_voices", labels=["limit"])
+        for name, count in sorted(limits.HITS.items()):
+            hits.add_metric([name], count)
+        yield from (depth, active, limit, rejected, ready, hits)
         yield from _engine_families(service)
 
 

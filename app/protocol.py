@@ -39,7 +39,8 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
     # -- extensions (vLLM-Omni compatible names) ---------------------------------------------
     language: Annotated[str, Meta(max_length=32, description="auto, english, chinese, ... or ISO code")] | None = None
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
-    temperature: Annotated[float, Meta(gt=0.0, le=2.0)] | None = None
+    # Below 0.01 the logits overflow when divided by it; do_sample=false is the way to greedy decoding.
+    temperature: Annotated[float, Meta(ge=0.01, le=2.0)] | None = None
     top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Meta(ge=1, le=4096)] | None = None
     repetition_penalty: Annotated[float, Meta(ge=1.0, le=2.0)] | None = None

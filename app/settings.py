@@ -55,6 +55,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_max_queued_utterances: int = 8
     ws_max_message_bytes: int = 65536
     ws_speak_lead: float = 0.5
+    # Hostile and careless clients
+    send_timeout: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 1000
+    max_voices: int = 200
+    cors_origins: tuple[str, ...] = ()
 
     def all_api_keys(self) -> tuple[str, ...]:
         """Keys from flags/env plus one per non-empty, non-comment line of `api_key_file`."""
@@ -127,6 +134,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),
     Option("ws_speak_lead", "--ws-speak-lead", "seconds of audio /api/v1/speak sends ahead of real-time playback, so a cancel stops it within that (0: no pacing)", float),
+    Option("send_timeout", "--send-timeout", "seconds a response or WebSocket send may make no progress (client not reading) before the connection is aborted and its slot freed", float),
+    Option("header_timeout", "--header-timeout", "seconds a connection may take to send complete request headers", float),
+    Option("body_timeout", "--body-timeout", "seconds a request may take to send its whole body (408 after)", float),
+    Option("max_connections", "--max-connections", "open connections (HTTP and WebSocket) before new requests get 503", int),
+    Option("max_voices", "--max-voices", "user voices the voices folder may hold; creating more is refused", int),
+    Option("cors_origins", "--cors-origin", "origin allowed to call the API from a browser (repeat; * for any). Default: any origin when API keys are set, none otherwise", str, True),
 )
 
 
@@ -146,6 +159,7 @@ def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, st
         if option.env in environ:
             values[option.field] = _parse(option, environ[option.env])
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if "api_keys" in values:
-        values["api_keys"] = tuple(values["api_keys"])
+    for repeated in ("api_keys", "cors_origins"):
+        if repeated in values:
+            values[repeated] = tuple(values[repeated])
     return msgspec.convert(values, Settings)

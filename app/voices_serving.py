@@ -34,7 +34,8 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
 
-from engine.audio_import import MAX_SECONDS, import_reference
+from engine import limits
+from engine.audio_import import MAX_SECONDS, ImportedAudio, import_reference
 from engine.base import SAMPLE_RATE, Voice
 from engine.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge, VoiceNotFound
 from engine.languages import normalize_language
@@ -98,14 +99,14 @@ def find_voice(service: SpeechService, voice_id: str) -> Voice:
     return voice
 
 
-async def voice_sample(service: SpeechService, voice_id: str) -> bytes:
+async def voice_sample(service: SpeechService, voice_id: str) -> tuple[Voice, bytes]:
     """A clone voice's cleaned reference clip (the rendered sample of a designed voice), as WAV bytes."""
     voice = find_voice(service, voice_id)
     if voice.kind != "clone" or not voice.ref_audio:
         raise VoiceNotFound(f"voice {voice.id!r} has no sample: only clone voices have a reference clip",
                             param="voice_id")
     try:
-        return await asyncio.to_thread(Path(voice.ref_audio).read_bytes)
+        return voice, await asyncio.to_thread(Path(voice.ref_audio).read_bytes)
     except FileNotFoundError:
         raise VoiceNotFound(f"voice {voice.id!r} was deleted", param="voice_id") from None
 
@@ -197,11 +198,13 @@ def _invalid_field(e: msgspec.ValidationError) -> InvalidRequest:
 
 
 async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: bytes | None,
-                       request_id: str) -> VoiceCard:
+                       request_id: str, *, max_voices: int | None = None) -> VoiceCard:
     """Upload (audio) or design (description), save, and answer the new voice's card."""
     description = (data.description or data.prompt or "").strip()
     designing = audio is None and (bool(description) or data.type == "prompt")
     engine = _engine_for(service, design=designing)
+    if max_voices is not None:
+        await _check_room(engine, max_voices)
     name = check_voice_name(data.name)
     voice_id = _available_id(service, engine, name)
     language = normalize_language(data.language)
@@ -214,7 +217,7 @@ async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: 
     if ref_text is None and not data.x_vector_only:
         raise InvalidRequest("ref_text (the exact transcript of audio_sample) is required unless x_vector_only "
                              "is true", param="ref_text")
-    clip = await asyncio.to_thread(import_reference, audio)
+    clip = await _decode_admitted(service, engine, audio)
     manifest = VoiceManifest(id=voice_id, name=name, kind="clone", language=language, ref_text=ref_text,
                              x_vector_only=data.x_vector_only, source="uploaded", consent=data.consent)
     voice = await _save(engine, manifest, clip.samples)
@@ -222,6 +225,28 @@ async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: 
     log.info("voice %r uploaded (%.1f s of %s, trimmed from %.1f s)", voice.id, clip.seconds, clip.source_format,
              clip.original_seconds)
     return voice_card(voice, engine)
+
+
+async def _check_room(engine: QwenEngine, max_voices: int) -> None:
+    """Every voice is listed, scanned and cached by every process: an unbounded folder slows everyone."""
+    assert engine.clones.user_dir is not None  # checked by _engine_for
+    user_dir = engine.clones.user_dir
+
+    def count() -> int:
+        return sum(1 for p in user_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if user_dir.is_dir() else 0
+
+    if await asyncio.to_thread(count) >= max_voices:
+        limits.hit("max_voices")
+        raise Forbidden(f"this server holds its limit of {max_voices} voices (--max-voices); delete one first",
+                        param="name")
+
+
+async def _decode_admitted(service: SpeechService, engine: QwenEngine, audio: bytes) -> ImportedAudio:
+    """Decoding costs CPU and memory like a synthesis does, so it waits for (and holds) an admission slot:
+    a flood of uploads queues and meets 429 instead of decoding all at once."""
+    async with await service.admission[engine.name].acquire():
+        return await asyncio.to_thread(import_reference, audio)
 
 
 def _engine_for(service: SpeechService, *, design: bool) -> QwenEngine:
@@ -337,7 +362,7 @@ async def inline_voice(service: SpeechService, ref_audio: str, ref_text: str | N
         text = text or stored.ref_text
     else:
         try:
-            samples = (await asyncio.to_thread(import_reference, _b64decode(value))).samples
+            samples = (await _decode_admitted(service, engine, _b64decode(value))).samples
         except InvalidRequest as e:
             raise type(e)(e.message.replace("the audio sample", "ref_audio"), param="ref_audio") from None
     if text is None and not x_vector_only:

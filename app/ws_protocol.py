@@ -70,6 +70,8 @@ def decode_event(raw: str, union: Any, known: tuple[str, ...]) -> Any:
         obj = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         raise ProtocolError("frame is not valid JSON; send one JSON object per text frame") from None
+    except RecursionError:
+        raise ProtocolError("frame is nested too deeply; send a flat JSON object") from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame must be a JSON object with a 'type' field")
     kind = obj.get("type")

@@ -136,6 +136,10 @@ class SpeakSession(SocketSession):
         await self.channel.refuse(Error(code=UNAUTHORIZED, message=message, recoverable=False), "unauthorized")
 
     async def _handle(self, event: SpeakClientEvent) -> None:
+        if not self.authorized and not isinstance(event, Start):
+            # Anything else (even a harmless `cancel`) would let a keyless client hold the socket open.
+            raise _Refused("this server needs an API key: send start with authToken first "
+                           "(or connect with ?token=, a Bearer header or the auth.bearer.v1 subprotocol)")
         if isinstance(event, Start):
             await self._start(event)
         elif isinstance(event, Speak):

@@ -47,6 +47,7 @@ from .ws_session import IdleTimeout, SocketSession, Utterance, UtterancePlayer
 # Text accepted but not yet spoken, per socket: an LLM far faster than speech is told to slow down
 # (vLLM-Omni bounds the same buffer at 100k characters).
 MAX_PENDING_CHARS = 100_000
+OFF_LOOP_CHARS = 256  # input.text pieces longer than this are segmented on a worker thread
 
 
 class TextStreamSession(SocketSession):
@@ -85,7 +86,7 @@ class TextStreamSession(SocketSession):
                     if isinstance(event, SessionClose):
                         await self._close()
                         break
-                    self._handle(event)
+                    await self._handle(event)
                 except ProtocolError as e:
                     await self.channel.send(StreamError(code=e.code, message=e.message))
                 except SpeechError as e:
@@ -99,11 +100,11 @@ class TextStreamSession(SocketSession):
                 self._flush_timer.cancel()
             await self.player.close()
 
-    def _handle(self, event: StreamClientEvent) -> None:
+    async def _handle(self, event: StreamClientEvent) -> None:
         if isinstance(event, SessionConfig):
             self._configure(event)
         elif isinstance(event, InputText):
-            self._input(event.text)
+            await self._input(event.text)
         elif isinstance(event, InputDone):
             self._finish()
 
@@ -124,14 +125,26 @@ class TextStreamSession(SocketSession):
         self.segmenter = IncrementalSegmenter(max_chars=self.settings.max_segment_chars)
         return self.segmenter
 
-    def _input(self, text: str) -> None:
+    async def _input(self, text: str) -> None:
         segmenter = self.segmenter or self._begin_session()
         waiting = len(segmenter.pending) + sum(len(u.text) for u in self.player.pending)
         if waiting + len(text) > MAX_PENDING_CHARS:
             raise ProtocolError(f"more than {MAX_PENDING_CHARS} characters waiting to be spoken; this input.text "
                                 "was dropped, send it again once audio has caught up", RATE_LIMITED)
-        self._speak(segmenter.push(text))
+        if len(text) > OFF_LOOP_CHARS:
+            # Segmenting is linear, but a few ms per large piece times many sockets still adds up on the
+            # event loop; the idle-flush timer is stopped first so nothing else touches the segmenter.
+            self._cancel_flush_timer()
+            sentences = await asyncio.to_thread(segmenter.push, text)
+        else:
+            sentences = segmenter.push(text)  # LLM tokens: a thread hop would cost more than the work
+        self._speak(sentences)
         self._arm_flush_timer(segmenter)
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
 
     def _arm_flush_timer(self, segmenter: IncrementalSegmenter) -> None:
         """Release text that sits without a boundary once the segmenter's pause has passed."""

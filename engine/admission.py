@@ -50,7 +50,8 @@ class AdmissionQueue:
 
     Bulk work never holds the last `reserved_interactive` slots (one, when there is more than one), so
     an interactive request arriving during a batch starts at once instead of waiting for a bulk
-    utterance to end.
+    utterance to end; and a full queue makes room for an interactive request by refusing its newest
+    bulk waiter, so queued bulk work never turns an interactive request away.
     """
 
     def __init__(self, max_active: int, max_queued: int, queue_timeout: float = 30.0,
@@ -94,7 +95,7 @@ class AdmissionQueue:
         if self._can_run(priority) and not ahead:
             self._take(priority)
             return Slot(self, bulk)
-        if self.queued >= self.max_queued:
+        if self.queued >= self.max_queued and not self._displace_for(priority):
             self.rejected += 1
             raise Overloaded(
                 f"server busy: {self.active} syntheses running and {self.queued} queued",
@@ -118,6 +119,21 @@ class AdmissionQueue:
                 ) from None
             raise
         return Slot(self, bulk)
+
+    def _displace_for(self, priority: int) -> bool:
+        """Make room for a better request by refusing the newest waiter of the worst queued priority.
+
+        Bulk work is patient (a batch item refused here waits and retries) while a person is waiting on
+        an interactive request, so a queue full of bulk waiters must not turn the person away.
+        """
+        waiting = [w for w in self._waiters if not w.future.done() and w.priority > priority]
+        if not waiting:
+            return False
+        victim = max(waiting, key=lambda w: (w.priority, w.seq))
+        victim.future.set_exception(Overloaded("server busy: a queued bulk request gave way to an interactive one",
+                                               retry_after=self.retry_after()))
+        self._drop_done()
+        return True
 
     def _drop_done(self) -> None:
         self._waiters = [w for w in self._waiters if not w.future.done()]

@@ -13,12 +13,19 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from . import limits
 from .base import SAMPLE_RATE
 from .errors import InvalidRequest
 
 MIN_SECONDS = 3.0
 MAX_SECONDS = 30.0
 MAX_DECODED_SECONDS = 600.0  # refuse to decode absurdly long uploads before trimming
+# A few bytes can declare hours of audio (a 10 Hz FLAC, one huge PCM packet at 100 Hz in Matroska) that
+# resampling to 24 kHz would blow up to gigabytes, so every bound is checked before the work is done:
+# the declared rate, channels and duration, then each decoded frame's length before it is resampled.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 8
 TARGET_RMS_DBFS = -20.0
 PEAK_LIMIT = 0.95
 SILENCE_DBFS = -45.0  # frames quieter than this (relative to full scale) count as silence
@@ -36,6 +43,22 @@ class ImportedAudio:
         return len(self.samples) / SAMPLE_RATE
 
 
+def _too_long() -> InvalidRequest:
+    limits.hit("decoded_audio")
+    return InvalidRequest(f"the audio sample is longer than {MAX_DECODED_SECONDS:.0f} s", param="audio_sample")
+
+
+def _check_shape(rate: int, channels: int) -> None:
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        limits.hit("decoded_audio")
+        raise InvalidRequest(f"the audio sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz",
+                             param="audio_sample")
+    if not 1 <= channels <= MAX_CHANNELS:
+        limits.hit("decoded_audio")
+        raise InvalidRequest(f"the audio sample has {channels} channels; at most {MAX_CHANNELS} are accepted",
+                             param="audio_sample")
+
+
 def decode_audio(data: bytes) -> tuple[np.ndarray, str]:
     """Decode any container PyAV knows to float32 mono 24 kHz; InvalidRequest if it is not audio."""
     if not data:
@@ -45,18 +68,21 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, str]:
             if not container.streams.audio:
                 raise InvalidRequest("the file has no audio stream", param="audio_sample")
             fmt = container.format.name
+            stream = container.streams.audio[0]
+            _check_shape(stream.codec_context.sample_rate or SAMPLE_RATE, stream.codec_context.channels or 1)
+            if container.duration is not None and container.duration / av.time_base > MAX_DECODED_SECONDS:
+                raise _too_long()
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             parts: list[np.ndarray] = []
-            total = 0
-            for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
-                    total += out.samples
-                if total > MAX_DECODED_SECONDS * SAMPLE_RATE:
-                    raise InvalidRequest(f"the audio sample is longer than {MAX_DECODED_SECONDS:.0f} s",
-                                         param="audio_sample")
-            for out in resampler.resample(None):
-                parts.append(out.to_ndarray().reshape(-1))
+            seconds_in = 0.0
+            for frame in container.decode(stream):
+                # Frames may change rate or layout mid-stream: check each before resampling it.
+                _check_shape(frame.sample_rate, len(frame.layout.channels))
+                seconds_in += frame.samples / frame.sample_rate
+                if seconds_in > MAX_DECODED_SECONDS:
+                    raise _too_long()
+                parts.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            parts.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     except InvalidRequest:
         raise
     except (av.FFmpegError, ValueError, IndexError) as e:
@@ -64,8 +90,8 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, str]:
                              "ogg/opus, flac, m4a/aac or webm", param="audio_sample") from None
     if not parts:
         raise InvalidRequest("the audio sample decodes to no samples", param="audio_sample")
-    samples = np.concatenate(parts).astype(np.float32)
-    return np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0), fmt
+    samples = np.concatenate(parts).astype(np.float32, copy=False)
+    return np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0, copy=False), fmt
 
 
 def _frame_dbfs(samples: np.ndarray, frame: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
@@ -144,6 +145,19 @@ async def _as_chunks(frames: AsyncIterator[np.ndarray]) -> AsyncIterator[AudioCh
 
 def _plain_digits(text: str) -> str:
     """NFKC, then ASCII for every other digit: hibari reads numbers with int(), which raises on the
-    superscript and circled digits that `str.isdigit()` (its test) accepts, e.g. '¹' or '❶'."""
+    superscript and circled digits that `str.isdigit()` (its test) accepts, e.g. '¹' or '❶'. Then
+    numbers too long to read as numbers are spelled digit by digit."""
     text = unicodedata.normalize("NFKC", text)
-    return "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() else c for c in text)
+    text = "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() else c for c in text)
+    return _NUMBER.sub(_digit_by_digit, text)
+
+
+# hibari's number reader has names up to the undecillions and raises IndexError beyond 36 digits
+# (also as money, ordinals, decimals, comma groups). Past 15 digits nobody says the number anyway.
+MAX_SPOKEN_DIGITS = 15
+_NUMBER = re.compile(r"\d(?:[\d,]*\d)?")
+
+
+def _digit_by_digit(match: re.Match[str]) -> str:
+    digits = [c for c in match.group() if c.isdigit()]
+    return " ".join(digits) if len(digits) > MAX_SPOKEN_DIGITS else match.group()

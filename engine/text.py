@@ -128,16 +128,24 @@ class IncrementalSegmenter:
 
     def _emit(self, cut: int) -> list[str]:
         head, self._buf = self._buf[:cut], self._buf[cut:]
+        return self._segments(head)
+
+    def _segments(self, head: str) -> list[str]:
         return [s for s in _split_long(re.sub(r"\s+", " ", head).strip(), self.max_chars) if s]
 
     def _release(self, *, final: bool) -> list[str]:
         out: list[str] = []
+        # Every complete sentence in one scan and one slice: rescanning the rest after each sentence
+        # made a 4 KB piece of short sentences cost seconds (quadratic). A sentence end counts only
+        # once something follows it, so "3." in "3.5" is not cut.
+        buf = self._buf
+        start = 0
+        for cut in _cut_points(buf, _SENTENCE_END):
+            if cut < len(buf):
+                out.extend(self._segments(buf[start:cut]))
+                start = cut
+        self._buf = buf[start:]
         while True:
-            # A sentence end counts only once something follows it, so "3." in "3.5" is not cut.
-            cuts = [c for c in _cut_points(self._buf, _SENTENCE_END) if c < len(self._buf)]
-            if cuts:
-                out.extend(self._emit(cuts[0]))
-                continue
             if len(self._buf) > self.clause_chars:
                 clause = [c for c in _cut_points(self._buf, _CLAUSE_END) if c < len(self._buf)]
                 if clause:

@@ -93,3 +93,24 @@ async def test_single_slot_still_serves_bulk():
     assert q.bulk_limit == 1
     (await q.acquire(Priority.BULK)).release()
     assert q.active == 0
+
+
+async def test_interactive_displaces_queued_bulk_when_full():
+    q = AdmissionQueue(max_active=1, max_queued=2, queue_timeout=5)
+    held = await q.acquire(Priority.BULK)
+    first = asyncio.create_task(q.acquire(Priority.BULK))
+    newest = asyncio.create_task(q.acquire(Priority.BULK))
+    await asyncio.sleep(0)
+    assert q.queued == 2
+    person = asyncio.create_task(q.acquire(Priority.INTERACTIVE))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):  # the newest bulk waiter gave way; it may retry later
+        await newest
+    assert q.queued == 2 and not first.done()
+    with pytest.raises(Overloaded):  # bulk never displaces anyone, nor does an interactive request displace its peers
+        await q.acquire(Priority.BULK)
+    held.release()
+    slot = await asyncio.wait_for(person, 1)
+    slot.release()
+    (await asyncio.wait_for(first, 1)).release()
+    assert q.active == 0 and q.queued == 0

@@ -27,6 +27,7 @@ from engine.voice_names import check_voice_name, voice_id_for
 from engine.voice_store import read_reference
 from tests.conftest import decode_audio
 from tests.server import Server, start_server
+from tests.test_audio_import import BOMBS
 
 SR = 24_000
 ADA_TEXT = "Hello, my name is Ada, and this is how I sound when I speak."
@@ -207,6 +208,8 @@ REJECTIONS = [
     ("too short", "Short", encode(speechlike(1.5), "mp3"), {}, 400, "audio_sample", "at least 3 s"),
     ("too long", "Long", encode(speechlike(34), "ogg"), {}, 400, "audio_sample", "at most 30 s"),
     ("silent", "Quiet", encode(np.zeros(5 * SR, np.float32), "wav"), {}, 400, "audio_sample", "silent"),
+    ("flac bomb", "Bomb", BOMBS["flac-10Hz"](), {}, 400, "audio_sample", "10 Hz is outside"),
+    ("matroska bomb", "Bomb Two", BOMBS["matroska-pcm-100Hz"](), {}, 400, "audio_sample", "100 Hz is outside"),
     ("too big", "Huge", b"\0" * (MAX_AUDIO_BYTES + 1), {}, 413, "audio_sample", "10 MiB"),
     ("missing ref_text", "Quiet Type", encode(speechlike(4), "flac"), {"ref_text": ""}, 400, "ref_text",
      "unless x_vector_only"),
@@ -361,6 +364,8 @@ def test_inline_ref_audio(gateway: Gateway) -> None:
         ({"ref_audio": "file:///etc/passwd", "ref_text": "x"}, "ref_audio", "never fetched"),
         ({"ref_audio": "not base64 at all!", "ref_text": "x"}, "ref_audio", "base64"),
         ({"ref_audio": base64.b64encode(b"noise" * 99).decode(), "ref_text": "x"}, "ref_audio", "could not decode"),
+        ({"ref_audio": base64.b64encode(BOMBS["nut-pcm-400Hz"]()).decode(), "ref_text": "x"}, "ref_audio",
+         "400 Hz is outside"),
         ({"ref_audio": b64}, "ref_text", "ref_text"),
         ({"ref_audio": b64, "ref_text": "x", "model": "hibari"}, "model", "Qwen3"),
     ]
@@ -425,3 +430,30 @@ def test_api_keys_guard_the_voice_routes(keyed_server: Server) -> None:
     for response in (upload(keyed_server, "Ada", b"x"), httpx.delete(keyed_server.v1 + "/audio/voices/x"),
                      httpx.get(keyed_server.v1 + "/audio/voices/hibari-heart")):
         assert response.status_code == 401 and error_of(response)["code"] == "invalid_api_key"
+
+
+def test_sample_urls_with_control_characters(gateway: Gateway) -> None:
+    """Lookups forgive case and surrounding whitespace; the header carries the stored id, never the URL's text."""
+    for raw in ("default%0A", "DEFAULT%E2%80%A8", "%09default", "default%0D%0AX-Injected:%201"):
+        response = httpx.get(gateway.server.v1 + f"/audio/voices/{raw}/sample", timeout=30)
+        assert response.status_code in (200, 404), (raw, response.status_code)
+        if response.status_code == 200:
+            assert response.headers["content-disposition"] == 'attachment; filename="default.wav"'
+            assert "x-injected" not in response.headers
+        else:
+            assert error_of(response)["code"] == "voice_not_found"
+    assert httpx.get(gateway.server.v1 + "/audio/voices/default%0A/sample", timeout=30).status_code == 200
+
+
+def test_max_voices(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
+    server = start_server(tmp_path, "--engine", "qwen", "--qwen-base", str(checkpoints["base"]), "--max-voices", "1")
+    try:
+        clip = encode(speechlike(4), "wav")
+        assert upload(server, "First", clip, ref_text="Some words.").status_code == 200
+        refused = upload(server, "Second", clip, ref_text="Some words.")
+        assert refused.status_code == 403 and "--max-voices" in error_of(refused)["message"]
+        assert 'speech_gateway_limit_hits_total{limit="max_voices"} 1.0' in httpx.get(server.url + "/metrics").text
+        assert httpx.delete(server.v1 + "/audio/voices/first", timeout=30).status_code == 200
+        assert upload(server, "Second", clip, ref_text="Some words.").status_code == 200
+    finally:
+        server.stop()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from litestar import Request, Response, post
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 
-from app.batch_serving import as_json, as_zip, run_batch
+from litestar import Request, post
+
+from app.batch_serving import json_body, run_batch, zip_body
+from app.closing_stream import ClosingStream
 from app.openapi_docs import JsonOrZipOperation, error_responses
-from app.protocol import BatchRequest, BatchResponse
+from app.protocol import BatchRequest
 from app.request_id import request_id_of
 from engine.service import SpeechService
 
@@ -21,13 +25,20 @@ from engine.service import SpeechService
     responses=error_responses(400, 401),
     operation_class=JsonOrZipOperation,
 )
-async def create_speech_batch(request: Request, data: BatchRequest) -> Response:
+async def create_speech_batch(request: Request, data: BatchRequest) -> ClosingStream:
     service: SpeechService = request.app.state.service
     settings = request.app.state.settings
     # Bulk work never takes the last slot (see AdmissionQueue), so the batch runs one item fewer.
-    results = await run_batch(service, data, request_id_of(request.scope),
-                              parallel=max(1, settings.max_concurrent - 1), timeout=settings.request_timeout)
+    # Streamed as items finish; a client that leaves closes the body, which cancels the items.
+    results = run_batch(service, data, request_id_of(request.scope), parallel=max(1, settings.max_concurrent - 1),
+                        timeout=settings.request_timeout)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with aclosing(results):
+            async for piece in (zip_body if data.output == "zip" else json_body)(results):
+                yield piece
+
     if data.output == "zip":
-        return Response(as_zip(results), media_type="application/zip",
-                        headers={"Content-Disposition": 'attachment; filename="speech-batch.zip"'})
-    return Response(BatchResponse(data=as_json(results)))
+        return ClosingStream(body(), media_type="application/zip",
+                             headers={"Content-Disposition": 'attachment; filename="speech-batch.zip"'})
+    return ClosingStream(body(), media_type="application/json")

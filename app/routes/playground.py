@@ -8,12 +8,13 @@ and sends it with its API calls. Both stay out of the OpenAPI document (they are
 
 from __future__ import annotations
 
+import mimetypes
 from functools import cache
 from pathlib import Path
 
-from litestar import MediaType, Response, Router, get
+from litestar import MediaType, Response, get
 from litestar.datastructures import CacheControlHeader
-from litestar.static_files import create_static_files_router
+from litestar.exceptions import NotFoundException
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 INDEX = STATIC_DIR / "index.html"
@@ -32,7 +33,28 @@ async def playground_page() -> Response:
     return Response(_index_html(), media_type=MediaType.HTML)
 
 
-def playground_assets() -> Router:
+@cache
+def _assets() -> dict[str, tuple[bytes, str]]:
+    """Every file of app/static/ by name, read once. A fixed set looked up by exact name: no path from the
+    URL ever reaches the filesystem, so `..`, `.`, NUL or control characters can only miss (404)."""
+    assets = {}
+    for path in STATIC_DIR.iterdir():
+        if path.is_file():
+            media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if media_type.startswith("text/") or media_type.endswith("javascript"):
+                media_type += "; charset=utf-8"
+            assets[path.name] = (path.read_bytes(), media_type)
+    return assets
+
+
+@get("/static/{name:str}", include_in_schema=False, cache_control=_NO_CACHE, name="playground-static")
+async def playground_asset(name: str) -> Response:
     """`/static/<file>` from app/static/ (scripts, styles, the speak demo)."""
-    return create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False,
-                                      cache_control=_NO_CACHE, name="playground-static")
+    asset = _assets().get(name)
+    if asset is None:
+        raise NotFoundException("no such file under /static")
+    return Response(asset[0], media_type=asset[1])
+
+
+def playground_assets() -> object:
+    return playground_asset

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from litestar import Request, post
-from litestar.response import Stream
 
+from app.closing_stream import ClosingStream
 from app.encoding import CONTENT_TYPES
 from app.openapi_docs import AudioStreamOperation, error_responses
 from app.protocol import SpeechRequest
@@ -21,13 +21,13 @@ from engine.service import SpeechService
     responses=error_responses(400, 401, 404, 429, 500, 503, 504),
     operation_class=AudioStreamOperation,
 )
-async def create_speech(request: Request, data: SpeechRequest) -> Stream:
+async def create_speech(request: Request, data: SpeechRequest) -> ClosingStream:
     service: SpeechService = request.app.state.service
     params = await speech_params(data, request_id_of(request.scope), service)
     stream = await service.open(params)
     headers = {"X-Voice": stream.voice.id, "Cache-Control": "no-cache"}
     if data.stream_format == "sse":
-        return Stream(sse_body(stream, data.response_format, data.speed), media_type="text/event-stream",
+        return ClosingStream(sse_body(stream, data.response_format, data.speed), media_type="text/event-stream",
                       headers=headers)
-    return Stream(audio_body(stream, data.response_format, data.speed),
+    return ClosingStream(audio_body(stream, data.response_format, data.speed),
                   media_type=CONTENT_TYPES[data.response_format], headers=headers)

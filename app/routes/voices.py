@@ -33,7 +33,7 @@ from engine.service import SpeechService
 
 
 def _errors(*statuses: int) -> dict[int, ResponseSpec]:
-    more = {403: "Shipped and built-in voices cannot be deleted",
+    more = {403: "Shipped and built-in voices cannot be deleted; no voice can be created past --max-voices",
             409: "A voice by that name exists already (`x-should-retry: false`: retrying cannot help)",
             413: "The audio sample is larger than 10 MiB"}
     shared = error_responses(*(s for s in statuses if s not in more))
@@ -91,10 +91,11 @@ def _struct_properties(struct: type) -> dict[str, Schema]:
                   "a voice from audio; `name` + `description` + `sample_text` (JSON or multipart) designs one "
                   "with the VoiceDesign model and clones the rendered sample. Needs the Qwen3 Base model.",
       request_max_body_size=MAX_CREATE_BODY, operation_class=CreateVoiceOperation,
-      exception_handlers={Conflict: _no_retry}, responses=_errors(400, 401, 409, 413, 429, 503))
+      exception_handlers={Conflict: _no_retry}, responses=_errors(400, 401, 403, 409, 413, 429, 503))
 async def create_voice_route(request: Request) -> VoiceCard:
     data, audio = await read_create_request(request)
-    return await create_voice(request.app.state.service, data, audio, request_id_of(request.scope))
+    return await create_voice(request.app.state.service, data, audio, request_id_of(request.scope),
+                              max_voices=request.app.state.settings.max_voices)
 
 
 @get("/v1/audio/voices/{voice_id:str}", summary="Get a voice", responses=_errors(400, 401, 404))
@@ -106,9 +107,11 @@ async def get_voice(request: Request, voice_id: str) -> VoiceCard:
 @get("/v1/audio/voices/{voice_id:str}/sample", summary="Download a clone voice's reference clip", media_type="audio/wav",
      responses=_errors(400, 401, 404))
 async def get_voice_sample(request: Request, voice_id: str) -> Response[bytes]:
-    data = await voice_sample(request.app.state.service, voice_id)
+    voice, data = await voice_sample(request.app.state.service, voice_id)
+    # The stored id, never the URL's text: lookups forgive case and whitespace, a header cannot carry
+    # control characters or line separators.
     return Response(data, media_type="audio/wav",
-                    headers={"Content-Disposition": f'attachment; filename="{voice_id.lower()}.wav"'})
+                    headers={"Content-Disposition": f'attachment; filename="{voice.id}.wav"'})
 
 
 @delete("/v1/audio/voices/{voice_id:str}", status_code=200, summary="Delete an uploaded or designed voice",
