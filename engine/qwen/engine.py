@@ -295,7 +295,9 @@ class QwenEngine:
             "workers": {k: [w.snapshot() for w in p.workers] for k, p in self.pools.items()},
             # Per kind and instance, what warm-up built: CUDA graph buckets and capture time, or none.
             "batching": {"max_batch": self.config.batch_size(), "prefill_rows": self.config.joins_per_step(),
-                         "graphs": self.graph_reports},
+                         "graphs": self.graph_reports,
+                         "rows": {k: [{"running": len(s.running), "waiting": s.waiting} for s in p.schedulers]
+                                  for k, p in self.pools.items()}},
         }
         if self.prompts is not None:
             details["prompt_cache"] = dict(vars(self.prompts.stats), entries=len(self.prompts))

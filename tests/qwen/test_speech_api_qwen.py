@@ -151,3 +151,10 @@ def test_batch_items_share_batched_forwards(qwen_server):
         assert 0 < len(samples) <= 6 * FRAME and len(samples) % FRAME == 0
     added_rows, added_steps = _metric(qwen_server, rows) - before[0], _metric(qwen_server, steps) - before[1]
     assert added_rows > added_steps > 0  # some steps carried more than one item
+    text = httpx.get(qwen_server.url + "/metrics").text
+    assert 'speech_gateway_engine_decode_rows_per_step_bucket{engine="qwen",le="1.0"}' in text
+    assert _metric(qwen_server, "speech_gateway_engine_eager_steps_total") >= added_steps  # CPU: no graphs
+    assert _metric(qwen_server, "speech_gateway_engine_graph_replays_total") == 0
+    details = httpx.get(qwen_server.url + "/readyz").json()["engines"]
+    batching = next(e for e in details if e["name"] == "qwen")["details"]["batching"]
+    assert batching["max_batch"] == 8 and batching["rows"]["custom_voice"] == [{"running": 0, "waiting": 0}]
