@@ -63,8 +63,10 @@ def _wait(check, timeout: float) -> bool:
 
 # -- 2. clients that never read ---------------------------------------------------------------------
 def test_clients_that_never_read_lose_their_slots(server_factory):
+    # --ws-speak-lead 0: the speak socket sends as fast as it synthesizes (paced, it would take minutes
+    # of real time to fill the socket buffers of a client that never reads).
     server = server_factory("--max-concurrent", "3", "--max-queue", "0", "--send-timeout", "1",
-                            "--ws-idle-timeout", "300", "--request-timeout", "300")
+                            "--ws-idle-timeout", "300", "--request-timeout", "300", "--ws-speak-lead", "0")
     text = long_text(40)
     stalled = []
     http = _quiet_socket(server)
