@@ -7,11 +7,11 @@ from contextlib import aclosing
 
 from litestar import Request, post
 
+from app.batch.protocol import BatchRequest
 from app.batch.serving import json_body, run_batch, zip_body
 from app.ops.closing_stream import ClosingStream
 from app.ops.openapi import JsonOrZipOperation, error_responses
 from app.ops.request_id import request_id_of
-from app.speech.protocol import BatchRequest
 from engine.service import SpeechService
 
 

@@ -19,8 +19,9 @@ from dataclasses import replace
 import msgspec
 
 from app.audio.encoding import encode_stream
+from app.batch.protocol import BatchItemResult, BatchRequest
 from app.ops.errors import speech_error_body
-from app.speech.protocol import BatchItemResult, BatchRequest, ErrorDetail, SpeechRequest
+from app.speech.protocol import ErrorDetail, SpeechRequest
 from app.speech.serving import _samples, to_params
 from engine.base import Priority
 from engine.errors import Overloaded, SpeechError

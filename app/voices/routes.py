@@ -16,7 +16,8 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from app.ops.errors import handle_exception
 from app.ops.openapi import error_responses
 from app.ops.request_id import request_id_of
-from app.speech.protocol import CreateVoiceRequest, ErrorResponse, VoiceCard, VoiceDeleted, VoiceList
+from app.speech.protocol import ErrorResponse
+from app.voices.protocol import CreateVoiceRequest, VoiceCard, VoiceDeleted, VoiceList
 from app.voices.serving import (
     MAX_CREATE_BODY,
     create_voice,

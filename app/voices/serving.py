@@ -34,7 +34,7 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
 
-from app.speech.protocol import MAX_AUDIO_BYTES, CreateVoiceRequest, VoiceCard, VoiceDeleted
+from app.voices.protocol import MAX_AUDIO_BYTES, CreateVoiceRequest, VoiceCard, VoiceDeleted
 from engine import limits
 from engine.audio_import import MAX_SECONDS, ImportedAudio, import_reference
 from engine.base import SAMPLE_RATE, Voice

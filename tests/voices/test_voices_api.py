@@ -22,7 +22,7 @@ import numpy as np
 import openai
 import pytest
 
-from app.speech.protocol import MAX_AUDIO_BYTES
+from app.voices.protocol import MAX_AUDIO_BYTES
 from engine.voice_names import check_voice_name, voice_id_for
 from engine.voice_store import read_reference
 from tests.conftest import decode_audio
