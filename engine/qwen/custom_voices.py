@@ -20,7 +20,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -29,8 +29,9 @@ from engine.errors import EngineFailure, InvalidRequest, VoiceNotFound
 from engine.voice_store import decode_wav, encode_wav, read_reference
 from engine.work_folders import clean_stale_entries
 
+from .model_kinds import MODEL_FLAG
+
 if TYPE_CHECKING:
-    from .engine import QwenEngine
     from .prompts import ReferenceClip
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,19 @@ async def reference_clip(voice: Voice) -> ReferenceClip:
     return ReferenceClip(audio, sr, voice.ref_text, voice.x_vector_only)
 
 
+class CloneHost(Protocol):
+    """What `CloneVoices` uses of the engine that owns it (the QwenEngine; not imported: it imports this)."""
+
+    name: str
+    config: Any  # QwenConfig: voices_dirs, sources()
+    pools: dict[str, Any]  # model kind -> its worker pool
+    prompts: Any  # ClonePromptCache | None
+
+
 class CloneVoices:
     """The engine's clone voices beyond the stored ones; owns the background prompt computations."""
 
-    def __init__(self, engine: QwenEngine):
+    def __init__(self, engine: CloneHost):
         self.engine = engine
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -94,8 +104,6 @@ class CloneVoices:
     def inline(self, audio: np.ndarray, *, ref_text: str | None, x_vector_only: bool = False,
                language: str = "auto") -> InlineVoice:
         """A clone voice from cleaned 24 kHz samples, for one request. InvalidRequest without a Base model."""
-        from .engine import MODEL_FLAG
-
         if "base" not in self.engine.config.sources():
             raise InvalidRequest(f"inline cloning (ref_audio) needs the Qwen3 Base model: start the server with "
                                  f"--engine qwen {MODEL_FLAG['base']} <checkpoint>", param="ref_audio")
