@@ -21,9 +21,9 @@ from app.voices.protocol import CreateVoiceRequest, VoiceCard, VoiceDeleted, Voi
 from app.voices.serving import (
     MAX_CREATE_BODY,
     create_voice,
+    find_maker,
     find_voice,
     list_cards,
-    qwen_engine,
     read_create_request,
     remove_voice,
     voice_card,
@@ -102,7 +102,7 @@ async def create_voice_route(request: Request) -> VoiceCard:
 @get("/v1/audio/voices/{voice_id:str}", summary="Get a voice", responses=_errors(400, 401, 404))
 async def get_voice(request: Request, voice_id: str) -> VoiceCard:
     service: SpeechService = request.app.state.service
-    return voice_card(find_voice(service, voice_id), qwen_engine(service))
+    return voice_card(find_voice(service, voice_id), find_maker(service))
 
 
 @get("/v1/audio/voices/{voice_id:str}/sample", summary="Download a clone voice's reference clip", media_type="audio/wav",

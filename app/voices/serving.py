@@ -11,8 +11,10 @@ the ordinary admitted, streamed synthesis path; the clip goes through the same i
 Base model computes its clone prompt before the answer (designing is slow anyway, and the answer
 then means "ready"); the voice is saved as a clone (`source: designed`, description kept).
 
-Both need the Qwen3 Base model: without it the request is refused with a 400 naming the flag,
-rather than storing a voice that could not speak and would not even be listed.
+Both go through the engine contract only: the running engine's `VoiceMaker` (`engine.base`; the Qwen
+engine has one) saves, prepares and forgets voices. Both need its Base model: without it the request
+is refused with a 400 naming the flag (the maker's `require`, or `NO_VOICE_MAKER` when no engine makes
+voices), rather than storing a voice that could not speak and would not even be listed.
 
 Names: shown as given; the id is a slug of the name (`engine.voice_names`). A name or id equal to
 an OpenAI voice name, a CustomVoice speaker, or any listed voice's id, name or alias is refused
@@ -34,14 +36,13 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
 
+from app.settings import NO_VOICE_MAKER
 from app.voices.protocol import MAX_AUDIO_BYTES, CreateVoiceRequest, VoiceCard, VoiceDeleted
 from engine import limits
 from engine.audio_import import MAX_SECONDS, ImportedAudio, import_reference
-from engine.base import SAMPLE_RATE, Voice
+from engine.base import SAMPLE_RATE, Voice, VoiceMaker, voice_maker
 from engine.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge, VoiceNotFound
 from engine.languages import normalize_language
-from engine.qwen.engine import MODEL_FLAG, QwenEngine
-from engine.qwen.voices import OPENAI_VOICES, SPEAKERS
 from engine.service import SpeechParams, SpeechService
 from engine.voice_names import check_voice_name, voice_id_for
 from engine.voice_store import VoiceManifest, delete_voice, encode_wav, read_reference, save_voice
@@ -50,27 +51,26 @@ log = logging.getLogger("app.voices")
 
 # The route's body limit: the largest clip plus room for the multipart framing and the text fields.
 MAX_CREATE_BODY = MAX_AUDIO_BYTES + 64 * 1024
-_RESERVED = {*OPENAI_VOICES, "default", *(s.id for s in SPEAKERS), *(s.name.casefold() for s in SPEAKERS)}
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 _FORM_BOOLEANS = {"on": "true", "yes": "true", "off": "false", "no": "false"}
 _VOICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # what voice_id_for makes (no '.', no '/')
 
 
-def qwen_engine(service: SpeechService) -> QwenEngine | None:
-    engine = service.engines.get("qwen")
-    return engine if isinstance(engine, QwenEngine) else None
+def find_maker(service: SpeechService) -> VoiceMaker | None:
+    """The running engine that makes voices (`engine.base.VoiceMaker`), if any."""
+    return next((m for e in service.engines.values() if (m := voice_maker(e)) is not None), None)
 
 
-def _user_folder(engine: QwenEngine | None, voice_id: str) -> Path | None:
+def _user_folder(maker: VoiceMaker | None, voice_id: str) -> Path | None:
     """The voice's folder if it is one of the user's own (deletable) voices."""
-    user_dir = engine.clones.user_dir if engine is not None else None
+    user_dir = maker.user_dir if maker is not None else None
     if user_dir is None or not _VOICE_ID.match(voice_id):
         return None
     folder = user_dir / voice_id
     return folder if folder.is_dir() else None
 
 
-def voice_card(v: Voice, engine: QwenEngine | None = None) -> VoiceCard:
+def voice_card(v: Voice, maker: VoiceMaker | None = None) -> VoiceCard:
     stored = v.source in ("shipped", "uploaded", "designed")
     return VoiceCard(
         id=v.id, name=v.name, engine=v.engine, language=v.language, kind=v.kind, object="audio.voice",
@@ -79,14 +79,14 @@ def voice_card(v: Voice, engine: QwenEngine | None = None) -> VoiceCard:
         type=("prompt" if v.source == "designed" else "audio_sample") if stored and v.kind == "clone" else None,
         prompt=v.description if v.source == "designed" else None,
         ref_text=v.ref_text if v.kind == "clone" else None, x_vector_only=v.x_vector_only,
-        deletable=_user_folder(engine, v.id) is not None,
+        deletable=_user_folder(maker, v.id) is not None,
         sample_url=f"/v1/audio/voices/{v.id}/sample" if v.kind == "clone" and v.ref_audio else None,
     )
 
 
 def list_cards(service: SpeechService) -> list[VoiceCard]:
-    engine = qwen_engine(service)
-    return [voice_card(v, engine) for v in service.registry.list()]
+    maker = find_maker(service)
+    return [voice_card(v, maker) for v in service.registry.list()]
 
 
 def find_voice(service: SpeechService, voice_id: str) -> Voice:
@@ -112,25 +112,25 @@ async def voice_sample(service: SpeechService, voice_id: str) -> tuple[Voice, by
 
 async def remove_voice(service: SpeechService, voice_id: str) -> VoiceDeleted:
     """Delete one of the user's voices: folder (atomically), then its cached clone prompts."""
-    engine = qwen_engine(service)
+    maker = find_maker(service)
     wanted = voice_id.strip().lower()
-    folder = _user_folder(engine, wanted)
-    if engine is None or folder is None:
-        known = [*service.registry.list(), *(engine.store.voices() if engine is not None else [])]
+    folder = _user_folder(maker, wanted)
+    if maker is None or folder is None:
+        known = [*service.registry.list(), *(maker.stored_voices() if maker is not None else [])]
         voice = next((v for v in known if v.id.lower() == wanted), None)
-        if voice is None and wanted in {s.id for s in SPEAKERS}:  # a speaker even where CustomVoice is not loaded
-            raise Forbidden(f"voice {wanted!r} is a built-in Qwen3 speaker and cannot be deleted", param="voice_id")
+        if voice is None and maker is not None and wanted in maker.speaker_ids:  # even where its model is not loaded
+            raise Forbidden(f"voice {wanted!r} is a built-in speaker and cannot be deleted", param="voice_id")
         if voice is not None:
             raise Forbidden(f"voice {voice.id!r} is {'shipped' if voice.source == 'shipped' else 'built in'} and "
                             "cannot be deleted; only uploaded and designed voices can", param="voice_id")
         raise VoiceNotFound(f"no voice with id {voice_id!r} (see GET /v1/audio/voices)", param="voice_id")
-    stored = engine.store.get(wanted)  # None for a damaged folder: deleting it is still allowed
+    stored = maker.stored_voice(wanted)  # None for a damaged folder: deleting it is still allowed
     # The prompt-cache digest needs the reference clip: read it before the files go.
-    digest = await engine.clones.digest(stored) if stored is not None and stored.kind == "clone" else None
+    digest = await maker.digest(stored) if stored is not None and stored.kind == "clone" else None
     if not await asyncio.to_thread(delete_voice, folder.parent, wanted):
         raise VoiceNotFound(f"voice {wanted!r} was deleted already", param="voice_id")
     if digest is not None:
-        await engine.clones.forget(digest)
+        await maker.forget(digest)
     log.info("deleted voice %r", wanted)
     return VoiceDeleted(id=wanted)
 
@@ -201,14 +201,14 @@ async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: 
     """Upload (audio) or design (description), save, and answer the new voice's card."""
     description = (data.description or data.prompt or "").strip()
     designing = audio is None and (bool(description) or data.type == "prompt")
-    engine = _engine_for(service, design=designing)
+    maker = _maker_for(service, design=designing)
     if max_voices is not None:
-        await _check_room(engine, max_voices)
+        await _check_room(maker, max_voices)
     name = check_voice_name(data.name)
-    voice_id = _available_id(service, engine, name)
+    voice_id = _available_id(service, maker, name)
     language = normalize_language(data.language)
     if designing:
-        return await _design(service, engine, data, name, voice_id, description, language, request_id)
+        return await _design(service, maker, data, name, voice_id, description, language, request_id)
     if audio is None:
         raise InvalidRequest("audio_sample (a file) is required to clone a voice; or send description and "
                              "sample_text to design one", param="audio_sample")
@@ -216,20 +216,20 @@ async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: 
     if ref_text is None and not data.x_vector_only:
         raise InvalidRequest("ref_text (the exact transcript of audio_sample) is required unless x_vector_only "
                              "is true", param="ref_text")
-    clip = await _decode_admitted(service, engine, audio)
+    clip = await _decode_admitted(service, maker, audio)
     manifest = VoiceManifest(id=voice_id, name=name, kind="clone", language=language, ref_text=ref_text,
                              x_vector_only=data.x_vector_only, source="uploaded", consent=data.consent)
-    voice = await _save(engine, manifest, clip.samples)
-    engine.clones.prepare_soon(voice)
+    voice = await _save(maker, manifest, clip.samples)
+    maker.prepare_soon(voice)
     log.info("voice %r uploaded (%.1f s of %s, trimmed from %.1f s)", voice.id, clip.seconds, clip.source_format,
              clip.original_seconds)
-    return voice_card(voice, engine)
+    return voice_card(voice, maker)
 
 
-async def _check_room(engine: QwenEngine, max_voices: int) -> None:
+async def _check_room(maker: VoiceMaker, max_voices: int) -> None:
     """Every voice is listed, scanned and cached by every process: an unbounded folder slows everyone."""
-    assert engine.clones.user_dir is not None  # checked by _engine_for
-    user_dir = engine.clones.user_dir
+    assert maker.user_dir is not None  # checked by _maker_for
+    user_dir = maker.user_dir
 
     def count() -> int:
         return sum(1 for p in user_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
@@ -241,60 +241,55 @@ async def _check_room(engine: QwenEngine, max_voices: int) -> None:
                         param="name")
 
 
-async def _decode_admitted(service: SpeechService, engine: QwenEngine, audio: bytes) -> ImportedAudio:
+async def _decode_admitted(service: SpeechService, maker: VoiceMaker, audio: bytes) -> ImportedAudio:
     """Decoding costs CPU and memory like a synthesis does, so it waits for (and holds) an admission slot:
     a flood of uploads queues and meets 429 instead of decoding all at once."""
-    async with await service.admission[engine.name].acquire():
+    async with await service.admission[maker.engine_name].acquire():
         return await asyncio.to_thread(import_reference, audio)
 
 
-def _engine_for(service: SpeechService, *, design: bool) -> QwenEngine:
-    """The Qwen engine with the models this creation needs, or a 400 naming the missing flags."""
-    engine = qwen_engine(service)
-    needed = ("voice_design", "base") if design else ("base",)
-    have = engine.config.sources() if engine is not None else {}
-    missing = [MODEL_FLAG[k] for k in needed if k not in have]
-    if engine is None or missing or engine.clones.user_dir is None:
-        what = "designing a voice needs the Qwen3 VoiceDesign and Base models" if design else \
-            "cloning a voice needs the Qwen3 Base model"
-        flags = " ".join(f"{flag} <checkpoint>" for flag in missing or [MODEL_FLAG[k] for k in needed])
-        raise InvalidRequest(f"{what}: start the server with --engine qwen {flags} (and --voices-dir)",
-                             param="description" if design else "audio_sample")
-    return engine
+def _maker_for(service: SpeechService, *, design: bool) -> VoiceMaker:
+    """The engine's voice maker, able to make this voice, or a 400 naming the missing options."""
+    maker = find_maker(service)
+    param = "description" if design else "audio_sample"
+    if maker is None:
+        raise InvalidRequest(NO_VOICE_MAKER["design" if design else "clone"], param=param)
+    maker.require(design=design, param=param)
+    return maker
 
 
-def _available_id(service: SpeechService, engine: QwenEngine, name: str) -> str:
+def _available_id(service: SpeechService, maker: VoiceMaker, name: str) -> str:
     """The id for `name`; Conflict (409) if one of the user's voices has it, 400 if it is reserved."""
     voice_id = voice_id_for(name)
     keys = {name.casefold(), voice_id}
-    for v in [*service.registry.list(), *engine.store.voices()]:
+    for v in [*service.registry.list(), *maker.stored_voices()]:
         if keys & {v.id.casefold(), v.name.casefold(), *(a.casefold() for a in v.aliases)}:
-            if _user_folder(engine, v.id) is not None:
+            if _user_folder(maker, v.id) is not None:
                 raise Conflict(f"a voice named {v.name!r} (id {v.id!r}) exists already; delete it first or choose "
                                "another name", param="name")
             raise InvalidRequest(f"the name {name!r} is reserved: voice {v.id!r} answers to it", param="name")
-    if keys & _RESERVED:
+    if keys & {"default", *maker.reserved_names}:
         raise InvalidRequest(f"the name {name!r} is reserved (an OpenAI voice name or a Qwen3 speaker)", param="name")
-    if _user_folder(engine, voice_id) is not None:  # a folder the store ignores (damaged): still taken
+    if _user_folder(maker, voice_id) is not None:  # a folder the store ignores (damaged): still taken
         raise Conflict(f"the voice id {voice_id!r} is taken by a damaged voice folder; choose another name",
                        param="name")
     return voice_id
 
 
-async def _save(engine: QwenEngine, manifest: VoiceManifest, samples: np.ndarray) -> Voice:
-    assert engine.clones.user_dir is not None  # checked by _engine_for
+async def _save(maker: VoiceMaker, manifest: VoiceManifest, samples: np.ndarray) -> Voice:
+    assert maker.user_dir is not None  # checked by _maker_for
     try:
-        await asyncio.to_thread(save_voice, engine.clones.user_dir, manifest, samples)
+        await asyncio.to_thread(save_voice, maker.user_dir, manifest, samples)
     except FileExistsError:
         raise Conflict(f"a voice with id {manifest.id!r} exists already (created at the same moment?)",
                        param="name") from None
-    voice = engine.store.get(manifest.id)
+    voice = maker.stored_voice(manifest.id)
     if voice is None:  # saved, but e.g. deleted at once by another process
         raise VoiceNotFound(f"voice {manifest.id!r} vanished right after it was saved", param="name")
     return voice
 
 
-async def _design(service: SpeechService, engine: QwenEngine, data: CreateVoiceRequest, name: str, voice_id: str,
+async def _design(service: SpeechService, maker: VoiceMaker, data: CreateVoiceRequest, name: str, voice_id: str,
                   description: str, language: str, request_id: str) -> VoiceCard:
     sample_text = (data.sample_text or data.script_hint or "").strip()
     if not description:
@@ -302,7 +297,7 @@ async def _design(service: SpeechService, engine: QwenEngine, data: CreateVoiceR
     if not sample_text:
         raise InvalidRequest("sample_text (what the designed voice says in its reference clip, about 5-20 s of "
                              "speech) is required to design a voice", param="sample_text")
-    rendered = await _render(service, engine, description, sample_text, language, data.seed, request_id)
+    rendered = await _render(service, maker, description, sample_text, language, data.seed, request_id)
     try:
         clip = await asyncio.to_thread(import_reference, encode_wav(rendered))
     except InvalidRequest as e:
@@ -311,21 +306,21 @@ async def _design(service: SpeechService, engine: QwenEngine, data: CreateVoiceR
     manifest = VoiceManifest(id=voice_id, name=name, kind="clone", language=language, ref_text=sample_text,
                              description=description, source="designed")
     # Computed before saving, from exactly the samples the saved WAV will give back (same cache key).
-    preview = engine.clones.inline(clip.samples, ref_text=sample_text, language=language)
-    await engine.clones.prepare(preview, load=True)
+    preview = maker.inline(clip.samples, ref_text=sample_text, language=language)
+    await maker.prepare(preview, load=True)
     try:
-        voice = await _save(engine, manifest, preview.samples)
+        voice = await _save(maker, manifest, preview.samples)
     except Conflict:
-        await engine.clones.forget(await engine.clones.digest(preview))
+        await maker.forget(await maker.digest(preview))
         raise
     log.info("voice %r designed (%.1f s sample)", voice.id, clip.seconds)
-    return voice_card(voice, engine)
+    return voice_card(voice, maker)
 
 
-async def _render(service: SpeechService, engine: QwenEngine, description: str, text: str, language: str,
+async def _render(service: SpeechService, maker: VoiceMaker, description: str, text: str, language: str,
                   seed: int | None, request_id: str) -> np.ndarray:
     """The VoiceDesign model speaking `text`, through admission and the engine's streaming path."""
-    voice = Voice(id="voice-design-preview", name="design preview", kind="design", engine=engine.name,
+    voice = Voice(id="voice-design-preview", name="design preview", kind="design", engine=maker.engine_name,
                   description=description, language=language, source="designed")
     stream = await service.open(SpeechParams(text=text, voice_override=voice, language=language, seed=seed,
                                              request_id=request_id, labels={"format": "wav"}))
@@ -346,28 +341,27 @@ async def _render(service: SpeechService, engine: QwenEngine, description: str, 
 async def inline_voice(service: SpeechService, ref_audio: str, ref_text: str | None, x_vector_only: bool,
                        language: str) -> Voice:
     """An unsaved clone voice from a request's `ref_audio` (base64 bytes or a stored voice's id)."""
-    engine = qwen_engine(service)
+    maker = find_maker(service)
     value = ref_audio.strip()
     if _URL.match(value) and not value.lower().startswith("data:"):
         raise InvalidRequest("ref_audio must be base64 audio bytes (or a data: URL, or a stored voice id); URLs are "
                              "never fetched", param="ref_audio")
-    if engine is None:
-        raise InvalidRequest(f"inline cloning (ref_audio) needs the Qwen3 Base model: start the server with "
-                             f"--engine qwen {MODEL_FLAG['base']} <checkpoint>", param="ref_audio")
+    if maker is None:
+        raise InvalidRequest(NO_VOICE_MAKER["inline"], param="ref_audio")
     text = (ref_text or "").strip() or None
-    stored = engine.store.get(value.lower()) if len(value) <= 64 else None
+    stored = maker.stored_voice(value.lower()) if len(value) <= 64 else None
     if stored is not None and stored.kind == "clone" and stored.ref_audio:
         samples, _ = await asyncio.to_thread(read_reference, stored.ref_audio)
         text = text or stored.ref_text
     else:
         try:
-            samples = (await _decode_admitted(service, engine, _b64decode(value))).samples
+            samples = (await _decode_admitted(service, maker, _b64decode(value))).samples
         except InvalidRequest as e:
             raise type(e)(e.message.replace("the audio sample", "ref_audio"), param="ref_audio") from None
     if text is None and not x_vector_only:
         raise InvalidRequest("ref_text (the exact transcript of ref_audio) is required unless x_vector_only is true",
                              param="ref_text")
-    return engine.clones.inline(samples, ref_text=text, x_vector_only=x_vector_only, language=language)
+    return maker.inline(samples, ref_text=text, x_vector_only=x_vector_only, language=language)
 
 
 def _b64decode(value: str) -> bytes:

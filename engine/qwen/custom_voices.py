@@ -30,6 +30,7 @@ from engine.voice_store import decode_wav, encode_wav, read_reference
 from engine.work_folders import clean_stale_entries
 
 from .model_kinds import MODEL_FLAG
+from .voices import OPENAI_VOICES, SPEAKERS
 
 if TYPE_CHECKING:
     from .prompts import ReferenceClip
@@ -71,16 +72,46 @@ class CloneHost(Protocol):
 
     name: str
     config: Any  # QwenConfig: voices_dirs, sources()
+    store: Any  # VoiceStore: the saved voices
     pools: dict[str, Any]  # model kind -> its worker pool
     prompts: Any  # ClonePromptCache | None
 
 
 class CloneVoices:
-    """The engine's clone voices beyond the stored ones; owns the background prompt computations."""
+    """The engine's clone voices beyond the stored ones; owns the background prompt computations.
+
+    The Qwen engine's `voice_maker` (`engine.base.VoiceMaker`): what the gateway's voice endpoints use.
+    """
+
+    speaker_ids = frozenset(s.id for s in SPEAKERS)
+    reserved_names = frozenset({*OPENAI_VOICES, *(s.id for s in SPEAKERS), *(s.name.casefold() for s in SPEAKERS)})
 
     def __init__(self, engine: CloneHost):
         self.engine = engine
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    def require(self, *, design: bool, param: str | None = None) -> None:
+        """InvalidRequest naming the flags to start with unless the models (Base; VoiceDesign too to
+        design) and a writable voices folder are there."""
+        needed = ("voice_design", "base") if design else ("base",)
+        have = self.engine.config.sources()
+        missing = [MODEL_FLAG[k] for k in needed if k not in have]
+        if missing or self.user_dir is None:
+            what = "designing a voice needs the Qwen3 VoiceDesign and Base models" if design else \
+                "cloning a voice needs the Qwen3 Base model"
+            flags = " ".join(f"{flag} <checkpoint>" for flag in missing or [MODEL_FLAG[k] for k in needed])
+            raise InvalidRequest(f"{what}: start the server with --engine qwen {flags} (and --voices-dir)",
+                                 param=param)
+
+    def stored_voices(self) -> list[Voice]:
+        return self.engine.store.voices()
+
+    def stored_voice(self, voice_id: str) -> Voice | None:
+        return self.engine.store.get(voice_id)
 
     @property
     def user_dir(self) -> Path | None:

@@ -219,6 +219,7 @@ class QwenEngine:
         self._started = False
         self.graph_reports: dict[str, list[dict]] = {}  # per kind, per instance: what warm-up captured
         self.clones = CloneVoices(self)  # inline clones, prompts prepared ahead / forgotten on delete
+        self.voice_maker = self.clones  # the `engine.base.VoiceMaker` the voice endpoints use
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
