@@ -151,7 +151,7 @@ class CloneVoices:
         if pool is None or self.engine.prompts is None or not (pool.loaded or load):
             return False
         await pool.ensure_loaded(self.engine.config)
-        worker, loaded = pool.pick()
+        worker, loaded, _ = pool.pick()  # (worker, model, scheduler)
         await self.engine.prompts.get(loaded, await reference_clip(voice), worker.call)
         return True
 
