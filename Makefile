@@ -33,7 +33,7 @@ test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q
 
 openapi: $(VENV)/.serve-installed
-	$(BIN)/python -m app.openapi_export
+	$(BIN)/python -m app.ops.openapi_export
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench.overhead

@@ -10,24 +10,22 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 
+from app.batch.routes import create_speech_batch
+from app.ops.auth import require_api_key
+from app.ops.errors import handle_exception
+from app.ops.logging_setup import configure_logging
+from app.ops.metrics import GatewayMetrics, metrics_endpoint
+from app.ops.openapi import docs_ui
+from app.ops.origins import cors_origins, origin_guard
+from app.ops.playground import playground_assets, playground_page
+from app.ops.request_id import request_id_middleware
+from app.ops.routes import healthz, list_models, readyz, retrieve_model
+from app.settings import Settings, load_settings
+from app.sockets.routes import speak_demo, speak_socket, speech_stream_socket
+from app.speech.routes import create_speech
+from app.voices.routes import VOICE_ROUTES
+from app.wiring.engines import build_engines
 from engine.service import SpeechService
-
-from .auth import require_api_key
-from .engines import build_engines
-from .errors import handle_exception
-from .logging_setup import configure_logging
-from .metrics import GatewayMetrics, metrics_endpoint
-from .openapi_docs import docs_ui
-from .origins import cors_origins, origin_guard
-from .request_id import request_id_middleware
-from .routes.batch import create_speech_batch
-from .routes.ops import healthz, list_models, readyz, retrieve_model
-from .routes.playground import playground_assets, playground_page
-from .routes.speak_ws import speak_demo, speak_socket
-from .routes.speech import create_speech
-from .routes.stream_ws import speech_stream_socket
-from .routes.voices import VOICE_ROUTES
-from .settings import Settings, load_settings
 
 log = logging.getLogger("app")
 

@@ -15,6 +15,18 @@ import msgspec
 
 ENV_PREFIX = "SPEECH_GATEWAY_"
 
+# What to start the server with to make voices (/v1/audio/voices, inline `ref_audio`) when no running
+# engine can: these are this CLI's own options. A running engine that lacks a model names its own
+# missing options (`engine.base.VoiceMaker.require`).
+NO_VOICE_MAKER = {
+    "clone": "cloning a voice needs the Qwen3 Base model: start the server with --engine qwen "
+             "--qwen-base <checkpoint> (and --voices-dir)",
+    "design": "designing a voice needs the Qwen3 VoiceDesign and Base models: start the server with --engine qwen "
+              "--qwen-voice-design <checkpoint> --qwen-base <checkpoint> (and --voices-dir)",
+    "inline": "inline cloning (ref_audio) needs the Qwen3 Base model: start the server with --engine qwen "
+              "--qwen-base <checkpoint>",
+}
+
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"

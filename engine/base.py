@@ -1,7 +1,8 @@
 """The engine contract: a synthesis request in, an async stream of float32 24 kHz audio chunks out.
 
 Every engine (embedded, Qwen3, or one in another process) implements `Engine`. The gateway never
-needs more than this: `start`, `close`, `status`, `voices`, `synthesize`.
+needs more than this: `start`, `close`, `status`, `voices`, `synthesize`. An engine that can make
+voices (clone from audio, design from words) also offers a `VoiceMaker` as its `voice_maker`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -130,3 +132,42 @@ class Engine(Protocol):
     def voices(self) -> list[Voice]: ...
 
     def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]: ...
+
+
+@runtime_checkable
+class VoiceMaker(Protocol):
+    """Optional part of the contract: what an engine that makes voices offers, as its `voice_maker`.
+
+    /v1/audio/voices (upload, design, delete) and inline `ref_audio` on the speech endpoint reach the
+    engine through this and nothing else. `require` raises `InvalidRequest` naming the option(s) that
+    would enable what is missing (a model, a writable voices folder), so the edge never needs to know
+    which engine it talks to or how that engine is configured.
+    """
+
+    engine_name: str
+    user_dir: Path | None  # where made voices are saved; None: only shipped voices, nothing can be saved
+    speaker_ids: frozenset[str]  # the engine's built-in speakers, loaded or not: never deletable, never taken
+    reserved_names: frozenset[str]  # names (casefolded) no made voice may take, e.g. OpenAI's voice names
+
+    def require(self, *, design: bool, param: str | None = None) -> None: ...
+
+    def stored_voices(self) -> list[Voice]: ...
+
+    def stored_voice(self, voice_id: str) -> Voice | None: ...
+
+    def inline(self, audio: np.ndarray, *, ref_text: str | None, x_vector_only: bool = False,
+               language: str = "auto") -> Voice: ...
+
+    async def prepare(self, voice: Voice, *, load: bool = True) -> bool: ...
+
+    def prepare_soon(self, voice: Voice) -> None: ...
+
+    async def digest(self, voice: Voice) -> str: ...
+
+    async def forget(self, digest: str) -> int: ...
+
+
+def voice_maker(engine: object) -> VoiceMaker | None:
+    """The engine's `VoiceMaker`, or None when it cannot make voices."""
+    maker = getattr(engine, "voice_maker", None)
+    return maker if isinstance(maker, VoiceMaker) else None

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from app.metrics import GatewayMetrics
+from app.ops.metrics import GatewayMetrics
 from app.settings import OPTIONS
 from engine.embedded import EmbeddedEngine
 from engine.service import SpeechService

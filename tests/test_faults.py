@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import decode_audio
+from tests.ops.test_metrics import SPEECH, long_text, request_lines, scrape, value
 from tests.server import Server
-from tests.test_metrics import SPEECH, long_text, request_lines, scrape, value
 
 
 def _body(text: str, **extra: str) -> dict:

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.openapi_export import DEFAULT_PATH
+from app.ops.openapi_export import DEFAULT_PATH
 from tests.server import ROOT, Server, start_server
 
 FUZZ_CASES = int(os.environ.get("FUZZ_CASES", "250"))

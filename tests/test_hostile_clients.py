@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
+from tests.ops.test_metrics import SPEECH, long_text, scrape, value
 from tests.server import Server
-from tests.test_metrics import SPEECH, long_text, scrape, value
 
 
 def _hits(server: Server, limit: str) -> float:

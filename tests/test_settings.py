@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.cli import build_parser
+from app.cli.main import build_parser
 from app.settings import OPTIONS, load_settings
 
 
@@ -35,7 +35,7 @@ def test_readme_documents_every_option():
 
 
 def test_qwen_cpu_threads_default_from_cores_and_instances():
-    from app.qwen_wiring import qwen_config, torch_threads
+    from app.wiring.qwen import qwen_config, torch_threads
 
     assert torch_threads(load_settings({}, environ={}), cores=2) == 2
     assert torch_threads(load_settings({"qwen_instances": 2}, environ={}), cores=2) == 1

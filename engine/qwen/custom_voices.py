@@ -20,7 +20,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -29,8 +29,10 @@ from engine.errors import EngineFailure, InvalidRequest, VoiceNotFound
 from engine.voice_store import decode_wav, encode_wav, read_reference
 from engine.work_folders import clean_stale_entries
 
+from .model_kinds import MODEL_FLAG
+from .voices import OPENAI_VOICES, SPEAKERS
+
 if TYPE_CHECKING:
-    from .engine import QwenEngine
     from .prompts import ReferenceClip
 
 log = logging.getLogger(__name__)
@@ -65,12 +67,51 @@ async def reference_clip(voice: Voice) -> ReferenceClip:
     return ReferenceClip(audio, sr, voice.ref_text, voice.x_vector_only)
 
 
-class CloneVoices:
-    """The engine's clone voices beyond the stored ones; owns the background prompt computations."""
+class CloneHost(Protocol):
+    """What `CloneVoices` uses of the engine that owns it (the QwenEngine; not imported: it imports this)."""
 
-    def __init__(self, engine: QwenEngine):
+    name: str
+    config: Any  # QwenConfig: voices_dirs, sources()
+    store: Any  # VoiceStore: the saved voices
+    pools: dict[str, Any]  # model kind -> its worker pool
+    prompts: Any  # ClonePromptCache | None
+
+
+class CloneVoices:
+    """The engine's clone voices beyond the stored ones; owns the background prompt computations.
+
+    The Qwen engine's `voice_maker` (`engine.base.VoiceMaker`): what the gateway's voice endpoints use.
+    """
+
+    speaker_ids = frozenset(s.id for s in SPEAKERS)
+    reserved_names = frozenset({*OPENAI_VOICES, *(s.id for s in SPEAKERS), *(s.name.casefold() for s in SPEAKERS)})
+
+    def __init__(self, engine: CloneHost):
         self.engine = engine
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    def require(self, *, design: bool, param: str | None = None) -> None:
+        """InvalidRequest naming the flags to start with unless the models (Base; VoiceDesign too to
+        design) and a writable voices folder are there."""
+        needed = ("voice_design", "base") if design else ("base",)
+        have = self.engine.config.sources()
+        missing = [MODEL_FLAG[k] for k in needed if k not in have]
+        if missing or self.user_dir is None:
+            what = "designing a voice needs the Qwen3 VoiceDesign and Base models" if design else \
+                "cloning a voice needs the Qwen3 Base model"
+            flags = " ".join(f"{flag} <checkpoint>" for flag in missing or [MODEL_FLAG[k] for k in needed])
+            raise InvalidRequest(f"{what}: start the server with --engine qwen {flags} (and --voices-dir)",
+                                 param=param)
+
+    def stored_voices(self) -> list[Voice]:
+        return self.engine.store.voices()
+
+    def stored_voice(self, voice_id: str) -> Voice | None:
+        return self.engine.store.get(voice_id)
 
     @property
     def user_dir(self) -> Path | None:
@@ -94,8 +135,6 @@ class CloneVoices:
     def inline(self, audio: np.ndarray, *, ref_text: str | None, x_vector_only: bool = False,
                language: str = "auto") -> InlineVoice:
         """A clone voice from cleaned 24 kHz samples, for one request. InvalidRequest without a Base model."""
-        from .engine import MODEL_FLAG
-
         if "base" not in self.engine.config.sources():
             raise InvalidRequest(f"inline cloning (ref_audio) needs the Qwen3 Base model: start the server with "
                                  f"--engine qwen {MODEL_FLAG['base']} <checkpoint>", param="ref_audio")
@@ -112,7 +151,7 @@ class CloneVoices:
         if pool is None or self.engine.prompts is None or not (pool.loaded or load):
             return False
         await pool.ensure_loaded(self.engine.config)
-        worker, loaded, _ = pool.pick()
+        worker, loaded, _ = pool.pick()  # (worker, model, scheduler)
         await self.engine.prompts.get(loaded, await reference_clip(voice), worker.call)
         return True
 

@@ -39,14 +39,10 @@ from engine.voice_store import SHIPPED_VOICES_DIR, VoiceStore
 from engine.worker import StepWorker
 
 from .custom_voices import CloneVoices, InlineVoice, reference_clip
+from .model_kinds import KINDS, MODEL_FLAG, MODEL_LABEL, VOICE_KIND_TO_MODEL
 from .voices import DEFAULT_VOICE, qwen_voices, speaker_voices
 
 log = logging.getLogger(__name__)
-
-KINDS = ("base", "custom_voice", "voice_design")
-MODEL_LABEL = {"base": "Base", "custom_voice": "CustomVoice", "voice_design": "VoiceDesign"}
-MODEL_FLAG = {"base": "--qwen-base", "custom_voice": "--qwen-custom-voice", "voice_design": "--qwen-voice-design"}
-VOICE_KIND_TO_MODEL = {"clone": "base", "speaker": "custom_voice", "design": "voice_design"}
 
 LANGUAGES = ("auto", "chinese", "english", "german", "italian", "portuguese", "spanish", "japanese", "korean",
              "french", "russian")  # fmt: skip
@@ -223,6 +219,7 @@ class QwenEngine:
         self._started = False
         self.graph_reports: dict[str, list[dict]] = {}  # per kind, per instance: what warm-up captured
         self.clones = CloneVoices(self)  # inline clones, prompts prepared ahead / forgotten on delete
+        self.voice_maker = self.clones  # the `engine.base.VoiceMaker` the voice endpoints use
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import websockets
 
-from tests.test_speak_ws import pcm16, receive, receive_until
-from tests.test_stream_ws import sentences
+from tests.sockets.test_speak_ws import pcm16, receive, receive_until
+from tests.sockets.test_stream_ws import sentences
 
 
 async def test_makima_and_text_in_sequences_on_qwen(server_factory, tiny_base_dir: Path,

@@ -1,0 +1,252 @@
+"""Streaming audio encoders for the OpenAI ``response_format`` values, plus the ``speed`` time stretch.
+
+Synthesis produces mono float32 chunks in [-1, 1] while the HTTP response is already being sent, so every encoder
+here turns an open-ended sample stream into the bytes of *one* container, handing bytes back as soon as the codec
+and muxer release them. The compressed formats use a single PyAV output container per stream, written into an
+in-memory sink that is drained after every call; WAV and raw PCM are trivial enough to write by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Protocol
+
+import av
+import numpy as np
+
+from app.audio.tempo import MAX_SPEED, MIN_SPEED, SAMPLE_RATE, TempoStretcher, as_float
+
+__all__ = [
+    "CONTENT_TYPES",
+    "MAX_SPEED",
+    "MIN_SPEED",
+    "SAMPLE_RATE",
+    "AudioEncoder",
+    "TempoStretcher",
+    "encode_stream",
+    "make_encoder",
+]
+
+CONTENT_TYPES: dict[str, str] = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/opus",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+
+
+class AudioEncoder(Protocol):
+    content_type: str
+
+    def encode(self, samples: np.ndarray) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+def _to_s16(samples: np.ndarray) -> np.ndarray:
+    # Scale by 32768 (not 32767) to match FFmpeg's own flt<->s16 conversion, so decoders that divide by 32768
+    # give back the input to within half an LSB; +1.0 is the one value that has to be clipped.
+    return np.clip(np.rint(as_float(samples) * 32768.0), -32768, 32767).astype("<i2")
+
+
+class PcmEncoder:
+    """Raw s16le, no header."""
+
+    content_type = CONTENT_TYPES["pcm"]
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+        self.sample_rate = sample_rate
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        return _to_s16(samples).tobytes()
+
+    def flush(self) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class WavEncoder(PcmEncoder):
+    """RIFF/WAVE PCM s16le whose header goes out first, before the length is known."""
+
+    content_type = CONTENT_TYPES["wav"]
+    UNKNOWN_SIZE = 0xFFFFFFFF  # the de-facto "streaming, read to EOF" size that FFmpeg, sox and browsers accept
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+        super().__init__(sample_rate)
+        self._header_sent = False
+
+    def header(self) -> bytes:
+        channels, bits = 1, 16
+        block_align = channels * bits // 8
+        fmt = struct.pack("<HHIIHH", 1, channels, self.sample_rate, self.sample_rate * block_align, block_align, bits)
+        return (
+            b"RIFF" + struct.pack("<I", self.UNKNOWN_SIZE) + b"WAVE"
+            + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"data" + struct.pack("<I", self.UNKNOWN_SIZE)
+        )  # fmt: skip
+
+    def _take_header(self) -> bytes:
+        if self._header_sent:
+            return b""
+        self._header_sent = True
+        return self.header()
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        return self._take_header() + super().encode(samples)
+
+    def flush(self) -> bytes:
+        return self._take_header()  # an empty stream is still a valid (empty) WAV file
+
+
+class _Sink:
+    """Write-only buffer. It deliberately has no seek/tell: PyAV then marks the output non-seekable, so muxers
+    never try to rewrite headers at the end (bytes already sent) and FFmpeg flushes its I/O buffer per packet."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        return len(data)
+
+    def drain(self) -> bytes:
+        out = bytes(self._buf)
+        self._buf.clear()
+        return out
+
+
+@dataclass(frozen=True)
+class _Spec:
+    container: str
+    codec: str
+    input_format: str  # sample format we hand to PyAV; it converts to the codec's own format itself
+    codec_rate: int | None = None  # None: encode at the input rate
+    bit_rate: int | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+_SPECS: dict[str, _Spec] = {
+    # No Xing/LAME tag (it would need a seek back to fill in) and no ID3 tag: a bare frame stream plays as it arrives.
+    "mp3": _Spec("mp3", "libmp3lame", "flt", bit_rate=64000, options={"write_xing": "0", "id3v2_version": "0"}),
+    # Ogg pages default to 1 s and are only written when full, which would hold back the first second of audio.
+    # 60 ms pages get bytes out of a 0.2 s first chunk for ~9% overhead at 32 kb/s (20 ms pages cost ~28%).
+    "opus": _Spec("ogg", "libopus", "flt", codec_rate=48000, bit_rate=32000, options={"page_duration": "60000"}),
+    "aac": _Spec("adts", "aac", "flt", bit_rate=64000),
+    # The muxer reserves 8 KiB of padding for later metadata edits by default; useless for a one-shot stream.
+    # STREAMINFO keeps total_samples=0 / no MD5, which decoders read as "unknown length".
+    "flac": _Spec("flac", "flac", "s16", options={"metadata_header_padding": "0"}),
+}
+
+
+class PyAVEncoder:
+    """One PyAV output container for the whole stream, drained after every call."""
+
+    def __init__(self, response_format: str, sample_rate: int = SAMPLE_RATE) -> None:
+        spec = _SPECS[response_format]
+        self.content_type = CONTENT_TYPES[response_format]
+        self.sample_rate = sample_rate
+        self._spec = spec
+        self._sink = _Sink()
+        # Explicit, because auto-flush only kicks in for non-seekable output by FFmpeg's default heuristics.
+        options = {"flush_packets": "1", **spec.options}
+        self._container = av.open(self._sink, mode="w", format=spec.container, container_options=options)
+        codec_rate = spec.codec_rate or sample_rate
+        self._stream = self._container.add_stream(spec.codec, rate=codec_rate, layout="mono")
+        if spec.bit_rate:
+            self._stream.bit_rate = spec.bit_rate
+        self._resampler = (
+            av.AudioResampler(format=spec.input_format, layout="mono", rate=codec_rate)
+            if codec_rate != sample_rate
+            else None
+        )
+        self._pts = 0
+        self._closed = False
+
+    def _frame(self, samples: np.ndarray) -> av.AudioFrame:
+        data = _to_s16(samples) if self._spec.input_format == "s16" else as_float(samples)
+        frame = av.AudioFrame.from_ndarray(data[None, :], format=self._spec.input_format, layout="mono")
+        frame.sample_rate = self.sample_rate
+        frame.time_base = Fraction(1, self.sample_rate)
+        frame.pts = self._pts
+        self._pts += data.shape[0]
+        return frame
+
+    def _encode_frames(self, frames: list[av.AudioFrame | None]) -> None:
+        for frame in frames:
+            self._container.mux(self._stream.encode(frame))
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        if self._closed:
+            raise RuntimeError("encoder already flushed/closed")
+        if np.size(samples) == 0:
+            return b""
+        frame = self._frame(samples)
+        self._encode_frames(self._resampler.resample(frame) if self._resampler else [frame])
+        return self._sink.drain()
+
+    def flush(self) -> bytes:
+        if self._closed:
+            return b""
+        if self._resampler:
+            self._encode_frames(self._resampler.resample(None))
+        self._encode_frames([None])
+        if self._pts == 0:
+            # Nothing was ever encoded: still emit the headers so the response is a valid, empty file.
+            self._container.start_encoding()
+        self.close()
+        return self._sink.drain()
+
+    def close(self) -> None:
+        """Release the codec/container; idempotent and silent, for consumers that hang up mid-stream."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(av.FFmpegError):
+            self._container.close()
+
+
+def make_encoder(response_format: str, sample_rate: int = SAMPLE_RATE) -> AudioEncoder:
+    if response_format == "wav":
+        return WavEncoder(sample_rate)
+    if response_format == "pcm":
+        return PcmEncoder(sample_rate)
+    if response_format in _SPECS:
+        return PyAVEncoder(response_format, sample_rate)
+    raise ValueError(f"unsupported response_format {response_format!r}; expected one of {sorted(CONTENT_TYPES)}")
+
+
+async def encode_stream(
+    chunks: AsyncIterator[np.ndarray], response_format: str, speed: float = 1.0
+) -> AsyncIterator[bytes]:
+    """Stretch and encode ``chunks``, yielding each non-empty piece of the container as soon as it exists.
+
+    If the consumer stops early, the encoder is closed quietly and ``chunks`` is closed too (when it can be), so
+    upstream synthesis stops instead of running on for a client that is gone.
+    """
+    encoder = make_encoder(response_format)
+    stretcher = TempoStretcher(speed) if speed != 1.0 else None
+    try:
+        async for chunk in chunks:
+            data = encoder.encode(stretcher.process(chunk) if stretcher else chunk)
+            if data:
+                yield data
+        tail = encoder.encode(stretcher.flush()) if stretcher else b""
+        tail += encoder.flush()
+        if tail:
+            yield tail
+    finally:
+        close = getattr(encoder, "close", None)
+        if close is not None:
+            close()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()

@@ -1,0 +1,1 @@
+"""POST /v1/audio/speech: the request structs, the serving logic and the route."""

@@ -1,0 +1,128 @@
+"""Serving logic of POST /v1/audio/speech: request → SpeechParams, and the two response bodies.
+
+After the first byte there is no status code left to send: SSE ends with a `speech.audio.error`
+event, raw audio is cut short (the client sees a truncated chunked body) and the failure is logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import msgspec
+import numpy as np
+
+from app.audio.encoding import encode_stream
+from app.ops.errors import error_body, speech_error_body
+from app.speech.protocol import ENGINE_MODELS, OPENAI_MODELS, SpeechRequest, Usage
+from app.voices.serving import inline_voice
+from engine.base import Priority, SamplingParams, Voice
+from engine.errors import InvalidRequest, SpeechError
+from engine.languages import normalize_language
+from engine.service import SpeechParams, SpeechService, SpeechStream
+
+log = logging.getLogger("app.speech")
+FRAME_RATE = 12.5  # Qwen3 codec frames per second: the unit of output "tokens"
+
+
+def model_engine(model: str, engines: set[str]) -> str | None:
+    """The engine a `model` id asks for (None: whichever engine the voice belongs to)."""
+    key = model.strip().lower()
+    if key in OPENAI_MODELS:
+        return None
+    engine = ENGINE_MODELS.get(key) or ("qwen" if key.startswith(("qwen3-tts", "qwen/qwen3-tts")) else None)
+    if engine is None:
+        known = ", ".join([*OPENAI_MODELS, *ENGINE_MODELS])
+        raise InvalidRequest(f"unknown model {model!r}; use one of: {known}", param="model")
+    if engine not in engines:
+        raise InvalidRequest(f"model {model!r} needs the {engine} engine, which this server does not run",
+                             param="model")
+    return engine
+
+
+def to_params(data: SpeechRequest, request_id: str, engines: set[str], inline: Voice | None = None) -> SpeechParams:
+    """`inline`: the clone voice built from `data.ref_audio` (see `speech_params`); a request with
+    ref_audio and no such voice (batch items) is refused rather than spoken by another voice."""
+    if data.ref_audio is not None and inline is None:
+        raise InvalidRequest("ref_audio (inline cloning) is accepted on POST /v1/audio/speech only; upload the voice "
+                             "(POST /v1/audio/voices) to use it here", param="ref_audio")
+    return SpeechParams(
+        text=data.input,
+        voice=data.voice_name,
+        language=normalize_language(data.language),
+        instructions=data.instructions or None,
+        seed=data.seed,
+        sampling=SamplingParams(
+            temperature=data.temperature,
+            top_p=data.top_p,
+            top_k=data.top_k,
+            repetition_penalty=data.repetition_penalty,
+            max_new_tokens=data.max_new_tokens,
+            min_new_tokens=data.min_new_tokens,
+            do_sample=data.do_sample,
+        ),
+        priority=Priority.BULK if data.priority == "bulk" else Priority.INTERACTIVE,
+        request_id=request_id,
+        engine=model_engine(data.model, engines),
+        labels={"format": data.response_format, "stream_format": data.stream_format},
+        voice_override=inline,
+    )
+
+
+async def speech_params(data: SpeechRequest, request_id: str, service: SpeechService) -> SpeechParams:
+    """`to_params`, with the one-off clone voice when the request carries `ref_audio` (then `voice` is ignored)."""
+    if data.ref_audio is None:
+        return to_params(data, request_id, set(service.engines))
+    if model_engine(data.model, set(service.engines)) not in (None, "qwen"):
+        raise InvalidRequest(f"ref_audio needs a Qwen3 model; model {data.model!r} cannot clone", param="model")
+    x_vector_only = bool(data.x_vector_only or data.x_vector_only_mode)
+    voice = await inline_voice(service, data.ref_audio, data.ref_text, x_vector_only,
+                               normalize_language(data.language))
+    return replace(to_params(data, request_id, set(service.engines), inline=voice), engine=voice.engine)
+
+
+async def _samples(stream: SpeechStream) -> AsyncIterator[np.ndarray]:
+    async for chunk in stream:
+        yield chunk.samples
+
+
+async def audio_body(stream: SpeechStream, response_format: str, speed: float) -> AsyncIterator[bytes]:
+    """The encoded audio, chunk by chunk; closing it (client gone) cancels the synthesis."""
+    body = encode_stream(_samples(stream), response_format, speed)
+    try:
+        async for data in body:
+            yield data
+    except SpeechError as e:
+        log.error("request %s: synthesis failed mid-stream, body truncated: %s", stream.request.request_id, e)
+        raise
+    finally:
+        await body.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
+
+
+def _event(kind: str, payload: dict) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode({"type": kind, **payload}) + b"\n\n"
+
+
+async def sse_body(stream: SpeechStream, response_format: str, speed: float) -> AsyncIterator[bytes]:
+    """`speech.audio.delta` events with base64 audio, then `speech.audio.done` with usage."""
+    body = encode_stream(_samples(stream), response_format, speed)
+    try:
+        async for data in body:
+            yield _event("speech.audio.delta", {"audio": base64.b64encode(data).decode()})
+        frames = round(stream.audio_seconds * FRAME_RATE)
+        chars = len(stream.request.text)
+        usage = Usage(input_tokens=chars, output_tokens=frames, total_tokens=chars + frames)
+        yield _event("speech.audio.done", {"usage": msgspec.to_builtins(usage)})
+    except SpeechError as e:
+        log.error("request %s: synthesis failed mid-stream: %s", stream.request.request_id, e)
+        yield _event("speech.audio.error", speech_error_body(e))
+    except Exception:  # noqa: BLE001 - the client must hear about it in-band
+        log.exception("request %s: unexpected failure mid-stream", stream.request.request_id)
+        yield _event("speech.audio.error", error_body("internal error during synthesis", status=500,
+                                                      code="internal_error"))
+    finally:
+        await body.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()

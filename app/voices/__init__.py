@@ -1,0 +1,1 @@
+"""/v1/audio/voices: list, create (upload or design), sample, delete."""

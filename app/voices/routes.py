@@ -1,0 +1,124 @@
+"""The voice catalogue: list, create (upload or design), look up, download the sample, delete.
+
+The logic lives in `app.voices.serving`; these handlers parse, call it and answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+
+from app.ops.errors import handle_exception
+from app.ops.openapi import error_responses
+from app.ops.request_id import request_id_of
+from app.speech.protocol import ErrorResponse
+from app.voices.protocol import CreateVoiceRequest, VoiceCard, VoiceDeleted, VoiceList
+from app.voices.serving import (
+    MAX_CREATE_BODY,
+    create_voice,
+    find_maker,
+    find_voice,
+    list_cards,
+    read_create_request,
+    remove_voice,
+    voice_card,
+    voice_sample,
+)
+from engine.errors import Conflict
+from engine.service import SpeechService
+
+
+def _errors(*statuses: int) -> dict[int, ResponseSpec]:
+    more = {403: "Shipped and built-in voices cannot be deleted; no voice can be created past --max-voices",
+            409: "A voice by that name exists already (`x-should-retry: false`: retrying cannot help)",
+            413: "The audio sample is larger than 10 MiB"}
+    shared = error_responses(*(s for s in statuses if s not in more))
+    return {**shared, **{s: ResponseSpec(data_container=ErrorResponse, description=more[s], generate_examples=False)
+                         for s in statuses if s in more}}
+
+
+def _no_retry(request: Request, exc: Exception) -> Response:
+    # The OpenAI SDK retries 409 by default; a name clash stays a clash, so tell it not to.
+    response = handle_exception(request, exc)
+    response.headers["x-should-retry"] = "false"
+    return response
+
+
+@get("/v1/audio/voices", summary="List voices", responses=_errors(401))
+async def list_voices(request: Request) -> VoiceList:
+    return VoiceList(data=list_cards(request.app.state.service))
+
+
+@dataclass
+class CreateVoiceOperation(Operation):
+    """Documents the two bodies: multipart (clone from `audio_sample`) and JSON (design)."""
+
+    def __post_init__(self) -> None:
+        fields = _struct_properties(CreateVoiceRequest)
+        audio = Schema(type=OpenAPIType.STRING, format="binary",
+                       description="The voice to clone: wav, mp3, ogg/opus, flac, m4a/aac or webm; at most 10 MiB; "
+                                   "3-30 s of speech after trimming silence")
+        self.request_body = RequestBody(required=True, content={
+            "multipart/form-data": OpenAPIMediaType(schema=Schema(
+                type=OpenAPIType.OBJECT, properties={"audio_sample": audio, **fields}, required=["name"],
+                description="With audio_sample: clone it (ref_text required unless x_vector_only). Without: "
+                            "design from description + sample_text.")),
+            "application/json": OpenAPIMediaType(schema=Schema(
+                type=OpenAPIType.OBJECT, properties=fields, required=["name"],
+                description="Design a voice: name, description, sample_text")),
+        })
+
+
+def _struct_properties(struct: type) -> dict[str, Schema]:
+    """The OpenAPI properties of a flat msgspec struct (strings, numbers, booleans, enums), from msgspec."""
+    kinds = {"string": OpenAPIType.STRING, "integer": OpenAPIType.INTEGER, "boolean": OpenAPIType.BOOLEAN}
+    props: dict[str, Any] = msgspec.json.schema(struct)["$defs"][struct.__name__]["properties"]
+    out = {}
+    for name, spec in props.items():
+        spec = next((s for s in spec.get("anyOf", [spec]) if s.get("type") != "null"), spec)
+        out[name] = Schema(type=kinds[spec.get("type", "string")], enum=spec.get("enum"), min_length=spec.get("minLength"),
+                           max_length=spec.get("maxLength"), minimum=spec.get("minimum"),
+                           maximum=spec.get("maximum"), description=spec.get("description"))
+    return out
+
+
+@post("/v1/audio/voices", status_code=200, summary="Create a voice (upload or design)",
+      description="Multipart `name` + `audio_sample` (+ `ref_text`, `language`, `x_vector_only`, `consent`) clones "
+                  "a voice from audio; `name` + `description` + `sample_text` (JSON or multipart) designs one "
+                  "with the VoiceDesign model and clones the rendered sample. Needs the Qwen3 Base model.",
+      request_max_body_size=MAX_CREATE_BODY, operation_class=CreateVoiceOperation,
+      exception_handlers={Conflict: _no_retry}, responses=_errors(400, 401, 403, 409, 413, 429, 503))
+async def create_voice_route(request: Request) -> VoiceCard:
+    data, audio = await read_create_request(request)
+    return await create_voice(request.app.state.service, data, audio, request_id_of(request.scope),
+                              max_voices=request.app.state.settings.max_voices)
+
+
+@get("/v1/audio/voices/{voice_id:str}", summary="Get a voice", responses=_errors(400, 401, 404))
+async def get_voice(request: Request, voice_id: str) -> VoiceCard:
+    service: SpeechService = request.app.state.service
+    return voice_card(find_voice(service, voice_id), find_maker(service))
+
+
+@get("/v1/audio/voices/{voice_id:str}/sample", summary="Download a clone voice's reference clip", media_type="audio/wav",
+     responses=_errors(400, 401, 404))
+async def get_voice_sample(request: Request, voice_id: str) -> Response[bytes]:
+    voice, data = await voice_sample(request.app.state.service, voice_id)
+    # The stored id, never the URL's text: lookups forgive case and whitespace, a header cannot carry
+    # control characters or line separators.
+    return Response(data, media_type="audio/wav",
+                    headers={"Content-Disposition": f'attachment; filename="{voice.id}.wav"'})
+
+
+@delete("/v1/audio/voices/{voice_id:str}", status_code=200, summary="Delete an uploaded or designed voice",
+        responses=_errors(400, 401, 403, 404))
+async def delete_voice_route(request: Request, voice_id: str) -> VoiceDeleted:
+    return await remove_voice(request.app.state.service, voice_id)
+
+
+VOICE_ROUTES = [list_voices, create_voice_route, get_voice, get_voice_sample, delete_voice_route]
