@@ -8,7 +8,7 @@ their turn between iterations), and each iteration is:
   2. one talker step for every running row;
   3. waiting jobs join (their sentences prefilled together, one talker forward, into free slots):
      interactive before bulk, then first come first served, at most `prefill_rows` per iteration
-     so running rows stall for one short prefill only;
+     while others run, so running rows stall for one short prefill only (an idle batch takes all);
   4. one frame for every row (`FrameBatch.sample_and_predict`), each row's codes handed to its own
      stateful codec decoder when its chunk is due (first after `first_chunk_frames`, then chunks
      doubling up to `chunk_frames`, so a client playing from its first chunk never waits while
@@ -304,7 +304,8 @@ class FrameScheduler:
         free = self.max_batch - len(self.running)
         if free <= 0:
             return
-        take = min(free, self.prefill_rows)
+        # An idle batch has nobody to stall: everyone waiting joins in one prefill (one cohort).
+        take = min(free, self.prefill_rows) if self.running else free
         with self._lock:
             self._waiting.sort(key=lambda e: (e[0], e[1]))
             entries, self._waiting = self._waiting[:take], self._waiting[take:]
