@@ -177,6 +177,9 @@ class PyAVEncoder:
         )
         self._pts = 0
         self._closed = False
+        # Open the codec now rather than in the first encode(): an encoder made while the engine works on the
+        # first chunk (see `speech_serving.open_with_encoder`) then has nothing left to set up when it arrives.
+        self._container.start_encoding()
 
     def _frame(self, samples: np.ndarray) -> av.AudioFrame:
         data = _to_s16(samples) if self._spec.input_format == "s16" else as_float(samples)
@@ -241,14 +244,15 @@ def _pieces(samples: np.ndarray, first: int) -> Iterator[np.ndarray]:
 
 
 async def encode_stream(
-    chunks: AsyncIterator[np.ndarray], response_format: str, speed: float = 1.0
+    chunks: AsyncIterator[np.ndarray], response_format: str, speed: float = 1.0, encoder: AudioEncoder | None = None
 ) -> AsyncIterator[bytes]:
     """Stretch and encode ``chunks``, yielding each non-empty piece of the container as soon as it exists.
 
+    ``encoder``: one made beforehand for ``response_format`` (this stream owns it from now on).
     If the consumer stops early, the encoder is closed quietly and ``chunks`` is closed too (when it can be), so
     upstream synthesis stops instead of running on for a client that is gone.
     """
-    encoder = make_encoder(response_format)
+    encoder = encoder or make_encoder(response_format)
     stretcher = TempoStretcher(speed) if speed != 1.0 else None
     first = True
     try:
