@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -315,14 +316,21 @@ class UtterancePlayer:
         cuts and converts frames as it sends them: a sentence-long chunk converted whole would hold
         its first frame back for the conversion of all the others."""
         chunks: asyncio.Queue[AudioChunk | None] = asyncio.Queue()
-        producer = asyncio.create_task(self._produce(utterance, chunks))
+        first_sent = asyncio.Event()
+        producer = asyncio.create_task(self._produce(utterance, chunks, first_sent))
         framer: PcmFramer | None = None
         try:
             while (chunk := await chunks.get()) is not None:
                 if framer is None:
                     framer = PcmFramer(utterance.sample_rate, utterance.encoding, utterance.speed,
                                        source_rate=chunk.sample_rate, frame_seconds=self.clock.frame_seconds)
-                if not await self._send_frames(framer.push(chunk.samples), framer, utterance):
+                frames = framer.push(chunk.samples)
+                if not first_sent.is_set():
+                    sent = await self._send_frames(itertools.islice(frames, 1), framer, utterance)
+                    first_sent.set()
+                    if not sent:
+                        return
+                if not await self._send_frames(frames, framer, utterance):
                     return
             if framer is not None and not await self._send_frames(framer.flush(), framer, utterance):
                 return
@@ -341,12 +349,16 @@ class UtterancePlayer:
                 return False
         return True
 
-    async def _produce(self, utterance: Utterance, chunks: asyncio.Queue[AudioChunk | None]) -> None:
+    async def _produce(self, utterance: Utterance, chunks: asyncio.Queue[AudioChunk | None],
+                       first_sent: asyncio.Event) -> None:
         stream = await self.service.open(utterance.params)
         try:
             async with contextlib.aclosing(aiter(stream)) as audio:
                 async for chunk in audio:
                     chunks.put_nowait(chunk)
+                    # Asking for the next chunk lets the engine step again (StepWorker's first_item_handoff):
+                    # not before the first frame is out.
+                    await first_sent.wait()
         finally:
             await stream.aclose()
             chunks.put_nowait(None)
