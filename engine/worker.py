@@ -59,6 +59,7 @@ class _Stream(Generic[T]):
     handed_over: threading.Event = field(default_factory=threading.Event)
     steps: int = 0
     items: int = 0
+    handoff: bool = True
 
     def put(self, item: object) -> None:
         try:
@@ -104,7 +105,7 @@ class StepWorker:
         def once() -> Iterator[tuple[T]]:
             yield (fn(),)  # boxed: a bare None would read as "no item this step"
 
-        return asyncio.ensure_future(_first(self.stream(once, priority=Priority.INTERACTIVE)))
+        return asyncio.ensure_future(_first(self.stream(once, priority=Priority.INTERACTIVE, handoff=False)))
 
     def stream(
         self,
@@ -113,10 +114,14 @@ class StepWorker:
         priority: int = Priority.INTERACTIVE,
         deadline: float | None = None,
         request_id: str = "",
+        handoff: bool = True,
     ) -> AsyncIterator[T]:
-        """Submit a stream; iterate the result to receive its items. Closing the iterator cancels it."""
+        """Submit a stream; iterate the result to receive its items. Closing the iterator cancels it.
+
+        `handoff=False`: no first-item handoff for this stream (a one-off call has no audio to send)."""
         loop = asyncio.get_running_loop()
-        s = _Stream(factory, loop, asyncio.Queue(), int(priority), deadline, next(self._seq), request_id)
+        s = _Stream(factory, loop, asyncio.Queue(), int(priority), deadline, next(self._seq), request_id,
+                    handoff=handoff)
         with self._cv:
             if not self._running:
                 raise EngineFailure(f"worker {self.name} is stopped")
@@ -131,9 +136,10 @@ class StepWorker:
                 yield item
                 s.handed_over.set()  # the consumer is back: it has done what it does with an item
         finally:
-            # Reached on normal end too; cancelling a finished stream is a no-op.
-            s.handed_over.set()
+            # Reached on normal end too; cancelling a finished stream is a no-op. Cancelled first: a worker
+            # released from the handoff by a consumer that left must see it gone, not step it once more.
             s.cancelled.set()
+            s.handed_over.set()
             with self._cv:
                 self._cv.notify()
 
@@ -208,7 +214,7 @@ class StepWorker:
             if item is not None:
                 s.put(item)
                 s.items += 1
-                if s.items == 1 and self._handoff > 0:
+                if s.items == 1 and s.handoff and self._handoff > 0:
                     s.handed_over.wait(self._handoff)
             self._requeue(s)
         # Shutting down: fail whatever is still waiting so no consumer hangs.
