@@ -10,10 +10,10 @@ concurrency level both run the same texts with that many clients at once; the di
 gateway adds.
 
 `first_audio_alternating` isolates the edge's cost on first audio alone: one client, the same text,
-and the three paths taken in turn --alternations times (so load drifts hit all three alike): the
-first chunk in-process, the first body byte of a pcm POST over a kept-alive connection, and the
-first binary frame of `/api/v1/speak` on an open socket. Prints one JSON object. Bounded by --rounds
-and --alternations; loopback only.
+and the four paths taken in turn --alternations times (so load drifts hit all of them alike): the
+first chunk in-process, the first body byte of a pcm POST and of an mp3 POST over a kept-alive
+connection, and the first binary frame of `/api/v1/speak` on an open socket. Prints one JSON object.
+Bounded by --rounds and --alternations; loopback only.
 """
 
 from __future__ import annotations
@@ -96,9 +96,10 @@ async def first_audio_alternating(url: str, alternations: int) -> dict:
 
     service = SpeechService([EmbeddedEngine()], max_concurrent=4, max_queue=256)
     await service.start()
-    body = {"model": "tts-1", "voice": "alloy", "input": TEXT, "response_format": "pcm", "seed": 1}
+    load_before = os.getloadavg()[0]
+    body = {"model": "tts-1", "voice": "alloy", "input": TEXT, "seed": 1}
     ws_url = url.replace("http://", "ws://", 1) + "/api/v1/speak"
-    times: dict[str, list[float]] = {"in_process": [], "http": [], "websocket": []}
+    times: dict[str, list[float]] = {"in_process": [], "http": [], "http_mp3": [], "websocket": []}
 
     async def direct() -> float:
         t0 = time.perf_counter()
@@ -110,13 +111,17 @@ async def first_audio_alternating(url: str, alternations: int) -> dict:
         finally:
             await stream.aclose()
 
-    async def http(client: httpx.AsyncClient) -> float:
+    async def http(client: httpx.AsyncClient, response_format: str) -> float:
         t0 = time.perf_counter()
-        async with client.stream("POST", url + "/v1/audio/speech", json=body) as response:
+        first = 0.0
+        async with client.stream("POST", url + "/v1/audio/speech",
+                                 json={**body, "response_format": response_format}) as response:
             response.raise_for_status()
+            # Read to the end: a response left unread closes its connection, and every request would
+            # then time a new connection's setup too, which a client that plays what it asked for never pays.
             async for _chunk in response.aiter_raw():
-                return time.perf_counter() - t0
-        return 0.0
+                first = first or time.perf_counter() - t0
+        return first
 
     async def socket(ws) -> float:
         t0 = time.perf_counter()
@@ -134,10 +139,12 @@ async def first_audio_alternating(url: str, alternations: int) -> dict:
             await ws.recv()  # ready
             for i in range(alternations + 1):  # the first round warms up every path, not counted
                 got = {}
-                for name, path in (("in_process", direct), ("http", lambda: http(client)), ("websocket", lambda: socket(ws))):
+                for name, path in (("in_process", direct), ("http", lambda: http(client, "pcm")),
+                                   ("http_mp3", lambda: http(client, "mp3")), ("websocket", lambda: socket(ws))):
                     got[name] = await path()
-                    # Each path stops after its first audio, but the engine finishes the step it is in (the
-                    # next sentence): let it, or the next path waits for it or shares the cores with it.
+                    # The in-process and socket paths stop after their first audio, but the engine finishes
+                    # the step it is in (the next sentence): let it, or the next path waits for it or shares
+                    # the cores with it.
                     await asyncio.sleep(SETTLE_S)
                 if i:
                     for key, value in got.items():
@@ -149,7 +156,10 @@ async def first_audio_alternating(url: str, alternations: int) -> dict:
         "alternations": alternations,
         "first_audio_ms_p50": medians,
         "http_adds_ms": round(medians["http"] - medians["in_process"], 1),
+        "http_mp3_adds_ms": round(medians["http_mp3"] - medians["in_process"], 1),
         "websocket_adds_ms": round(medians["websocket"] - medians["in_process"], 1),
+        # Other processes on the machine skew every path; the 1-minute load before and after says how much.
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 

@@ -36,6 +36,9 @@ VOICE = Voice(
     description="American English, female; hibari-tts bundled voice (distilled from Kokoro af_heart)",
 )
 _LANGUAGES = {"auto", "english", "en", "en-us", "en-gb"}
+# A sentence is seconds of audio and the next step ~50-100 ms of CPU: waiting up to 50 ms for the first
+# sentence to be sent (StepWorker's first_item_handoff) never leaves a listener without audio.
+FIRST_ITEM_HANDOFF_S = 0.05
 
 
 class EmbeddedEngine:
@@ -64,7 +67,7 @@ class EmbeddedEngine:
             return
         t0 = time.perf_counter()
         for i in range(self.instances):
-            worker = StepWorker(f"embedded-{i}")
+            worker = StepWorker(f"embedded-{i}", first_item_handoff=FIRST_ITEM_HANDOFF_S)
             self._workers.append(worker)
             await worker.call(lambda i=i: self._load(i, path))
         self._load_seconds = time.perf_counter() - t0

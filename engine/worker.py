@@ -55,7 +55,11 @@ class _Stream(Generic[T]):
     request_id: str
     gen: Iterator[T | None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set once the consumer comes back for the item after the first (or goes away): see first_item_handoff.
+    handed_over: threading.Event = field(default_factory=threading.Event)
     steps: int = 0
+    items: int = 0
+    handoff: bool = True
 
     def put(self, item: object) -> None:
         try:
@@ -67,8 +71,15 @@ class _Stream(Generic[T]):
 class StepWorker:
     """A single thread stepping the streams submitted to it."""
 
-    def __init__(self, name: str, setup: Callable[[], None] | None = None):
+    def __init__(self, name: str, setup: Callable[[], None] | None = None, *, first_item_handoff: float = 0.0):
+        """`first_item_handoff`: after a stream's first item, wait up to this long (seconds) for its consumer
+        to come back for the next one before stepping any stream again. The consumer runs on the event loop
+        of this process: a next step started at once competes with it for the cores and the GIL just when it
+        has first audio to send, which cost HTTP and WebSocket clients several milliseconds on a busy CPU
+        engine. The next item is not needed until the first has played, so a short pause costs no stream a
+        stall; it costs the other streams on this worker up to this long, once per new stream."""
         self.name = name
+        self._handoff = first_item_handoff
         self.stats = WorkerStats()
         self._setup = setup
         self._cv = threading.Condition()
@@ -94,7 +105,7 @@ class StepWorker:
         def once() -> Iterator[tuple[T]]:
             yield (fn(),)  # boxed: a bare None would read as "no item this step"
 
-        return asyncio.ensure_future(_first(self.stream(once, priority=Priority.INTERACTIVE)))
+        return asyncio.ensure_future(_first(self.stream(once, priority=Priority.INTERACTIVE, handoff=False)))
 
     def stream(
         self,
@@ -103,10 +114,14 @@ class StepWorker:
         priority: int = Priority.INTERACTIVE,
         deadline: float | None = None,
         request_id: str = "",
+        handoff: bool = True,
     ) -> AsyncIterator[T]:
-        """Submit a stream; iterate the result to receive its items. Closing the iterator cancels it."""
+        """Submit a stream; iterate the result to receive its items. Closing the iterator cancels it.
+
+        `handoff=False`: no first-item handoff for this stream (a one-off call has no audio to send)."""
         loop = asyncio.get_running_loop()
-        s = _Stream(factory, loop, asyncio.Queue(), int(priority), deadline, next(self._seq), request_id)
+        s = _Stream(factory, loop, asyncio.Queue(), int(priority), deadline, next(self._seq), request_id,
+                    handoff=handoff)
         with self._cv:
             if not self._running:
                 raise EngineFailure(f"worker {self.name} is stopped")
@@ -119,9 +134,12 @@ class StepWorker:
         try:
             async for item in queue_items(s.queue, _END):
                 yield item
+                s.handed_over.set()  # the consumer is back: it has done what it does with an item
         finally:
-            # Reached on normal end too; cancelling a finished stream is a no-op.
+            # Reached on normal end too; cancelling a finished stream is a no-op. Cancelled first: a worker
+            # released from the handoff by a consumer that left must see it gone, not step it once more.
             s.cancelled.set()
+            s.handed_over.set()
             with self._cv:
                 self._cv.notify()
 
@@ -195,6 +213,9 @@ class StepWorker:
             s.steps += 1
             if item is not None:
                 s.put(item)
+                s.items += 1
+                if s.items == 1 and s.handoff and self._handoff > 0:
+                    s.handed_over.wait(self._handoff)
             self._requeue(s)
         # Shutting down: fail whatever is still waiting so no consumer hangs.
         with self._cv:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
@@ -30,6 +30,14 @@ __all__ = [
     "encode_stream",
     "make_encoder",
 ]
+
+# encode_stream cuts each chunk before encoding it. An engine chunk can be a whole sentence (seconds of audio),
+# and MP3 costs ~10 ms per second of audio on one core (more on a busy one, or while a step worker holds the GIL):
+# encoded whole, the first sentence's bytes would wait for all of it. A small first piece gets the first bytes
+# out after ~0.1 s of audio has been encoded; later pieces are bounded so no chunk holds the event loop for long
+# between two writes. Encoders buffer internally, so the bytes are the same however the samples are cut.
+FIRST_PIECE_SAMPLES = SAMPLE_RATE // 10
+PIECE_SAMPLES = SAMPLE_RATE // 2
 
 CONTENT_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
@@ -169,6 +177,9 @@ class PyAVEncoder:
         )
         self._pts = 0
         self._closed = False
+        # Open the codec now rather than in the first encode(): an encoder made while the engine works on the
+        # first chunk (see `app.speech.serving.open_with_encoder`) then has nothing left to set up when it arrives.
+        self._container.start_encoding()
 
     def _frame(self, samples: np.ndarray) -> av.AudioFrame:
         data = _to_s16(samples) if self._spec.input_format == "s16" else as_float(samples)
@@ -223,21 +234,35 @@ def make_encoder(response_format: str, sample_rate: int = SAMPLE_RATE) -> AudioE
     raise ValueError(f"unsupported response_format {response_format!r}; expected one of {sorted(CONTENT_TYPES)}")
 
 
+def _pieces(samples: np.ndarray, first: int) -> Iterator[np.ndarray]:
+    """`samples` as consecutive views: `first` samples, then at most PIECE_SAMPLES each."""
+    start, size = 0, first
+    while start < samples.shape[0]:
+        yield samples[start : start + size]
+        start += size
+        size = PIECE_SAMPLES
+
+
 async def encode_stream(
-    chunks: AsyncIterator[np.ndarray], response_format: str, speed: float = 1.0
+    chunks: AsyncIterator[np.ndarray], response_format: str, speed: float = 1.0, encoder: AudioEncoder | None = None
 ) -> AsyncIterator[bytes]:
     """Stretch and encode ``chunks``, yielding each non-empty piece of the container as soon as it exists.
 
+    ``encoder``: one made beforehand for ``response_format`` (this stream owns it from now on).
     If the consumer stops early, the encoder is closed quietly and ``chunks`` is closed too (when it can be), so
     upstream synthesis stops instead of running on for a client that is gone.
     """
-    encoder = make_encoder(response_format)
+    encoder = encoder or make_encoder(response_format)
     stretcher = TempoStretcher(speed) if speed != 1.0 else None
+    first = True
     try:
         async for chunk in chunks:
-            data = encoder.encode(stretcher.process(chunk) if stretcher else chunk)
-            if data:
-                yield data
+            samples = stretcher.process(chunk) if stretcher else chunk
+            for piece in _pieces(samples, FIRST_PIECE_SAMPLES if first else PIECE_SAMPLES):
+                data = encoder.encode(piece)
+                if data:
+                    first = False
+                    yield data
         tail = encoder.encode(stretcher.flush()) if stretcher else b""
         tail += encoder.flush()
         if tail:

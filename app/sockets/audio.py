@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 
 import av
@@ -20,8 +21,9 @@ MAX_FRAME_SECONDS = 0.5
 class PcmFramer:
     """One utterance's audio as raw PCM frames, each a whole, non-zero number of samples.
 
-    `push` and `flush` return the frames that are ready; one PyAV resampler per utterance, flushed at
-    its end, so no samples are lost or duplicated at chunk boundaries.
+    `push` and `flush` resample at once and return the frames that are ready, each converted only when
+    iterated (the first can go out before the rest are converted); one PyAV resampler per utterance,
+    flushed at its end, so no samples are lost or duplicated at chunk boundaries.
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, encoding: str = "pcm16", speed: float = 1.0,
@@ -48,11 +50,11 @@ class PcmFramer:
     def seconds_out(self) -> float:
         return self.samples_out / self.sample_rate
 
-    def push(self, samples: np.ndarray) -> list[bytes]:
+    def push(self, samples: np.ndarray) -> Iterator[bytes]:
         x = self._tempo.process(samples) if self._tempo else as_float(samples)
         return self._frames(self._resample(x))
 
-    def flush(self) -> list[bytes]:
+    def flush(self) -> Iterator[bytes]:
         tail = self._resample(self._tempo.flush()) if self._tempo else np.zeros(0, np.float32)
         if self._resampler is not None:
             tail = np.concatenate([tail, *self._drain(self._resampler.resample(None))])
@@ -74,16 +76,14 @@ class PcmFramer:
     def _drain(frames: list[av.AudioFrame]) -> list[np.ndarray]:
         return [f.to_ndarray().reshape(-1).astype(np.float32, copy=False) for f in frames if f.samples]
 
-    def _frames(self, x: np.ndarray) -> list[bytes]:
-        out: list[bytes] = []
+    def _frames(self, x: np.ndarray) -> Iterator[bytes]:
         for start in range(0, x.size, self._max_samples):
             piece = x[start : start + self._max_samples]
             self.samples_out += piece.size
             if self._pcm16 is not None:
-                out.append(self._pcm16.encode(piece))
+                yield self._pcm16.encode(piece)
             else:
-                out.append(as_float(piece).astype("<f4").tobytes())
-        return out
+                yield as_float(piece).astype("<f4").tobytes()
 
 
 class PlaybackClock:

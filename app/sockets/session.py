@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from litestar import WebSocket
 from app.ops.auth import bearer_token, key_matches
 from app.sockets.audio import PcmFramer, PlaybackClock
 from app.sockets.protocol import RATE_LIMITED, SYNTHESIS_ERROR, ProtocolError, decode_event, error_code
+from engine.base import AudioChunk
 from engine.errors import SpeechError
 from engine.service import SpeechParams, SpeechService
 
@@ -309,37 +311,53 @@ class UtterancePlayer:
 
     async def _synthesize(self, utterance: Utterance) -> None:
         """Synthesis and sending run apart: the paced sender may trail the engine by the whole
-        utterance, and the engine's admission slot is released as soon as synthesis ends."""
-        frames: asyncio.Queue[bytes | None] = asyncio.Queue()
-        producer = asyncio.create_task(self._produce(utterance, frames))
+        utterance, and the engine's admission slot is released as soon as synthesis ends. The sender
+        cuts and converts frames as it sends them: a sentence-long chunk converted whole would hold
+        its first frame back for the conversion of all the others."""
+        chunks: asyncio.Queue[AudioChunk | None] = asyncio.Queue()
+        first_sent = asyncio.Event()
+        producer = asyncio.create_task(self._produce(utterance, chunks, first_sent))
+        framer: PcmFramer | None = None
         try:
-            seconds_per_byte = 1 / (utterance.sample_rate * (2 if utterance.encoding == "pcm16" else 4))
-            while (frame := await frames.get()) is not None:
-                await self.clock.before_send(len(frame) * seconds_per_byte)
-                if not await self.channel.send_audio(frame, utterance):
+            while (chunk := await chunks.get()) is not None:
+                if framer is None:
+                    framer = PcmFramer(utterance.sample_rate, utterance.encoding, utterance.speed,
+                                       source_rate=chunk.sample_rate, frame_seconds=self.clock.frame_seconds)
+                frames = framer.push(chunk.samples)
+                if not first_sent.is_set():
+                    sent = await self._send_frames(itertools.islice(frames, 1), framer, utterance)
+                    first_sent.set()
+                    if not sent:
+                        return
+                if not await self._send_frames(frames, framer, utterance):
                     return
+            if framer is not None and not await self._send_frames(framer.flush(), framer, utterance):
+                return
         finally:
             if not producer.done():
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
-        producer.result()  # a synthesis error after the last frame sent is reported now
-
-    async def _produce(self, utterance: Utterance, frames: asyncio.Queue[bytes | None]) -> None:
-        stream = await self.service.open(utterance.params)
-        framer: PcmFramer | None = None
-        try:
-            async with contextlib.aclosing(aiter(stream)) as chunks:
-                async for chunk in chunks:
-                    if framer is None:
-                        framer = PcmFramer(utterance.sample_rate, utterance.encoding, utterance.speed,
-                                           source_rate=chunk.sample_rate, frame_seconds=self.clock.frame_seconds)
-                    for frame in framer.push(chunk.samples):
-                        frames.put_nowait(frame)
-            if framer is not None:
-                for frame in framer.flush():
-                    frames.put_nowait(frame)
-        finally:
-            await stream.aclose()
             if framer is not None:
                 utterance.audio_seconds = framer.seconds_out
-            frames.put_nowait(None)
+        producer.result()  # a synthesis error after the last frame sent is reported now
+
+    async def _send_frames(self, frames: Iterable[bytes], framer: PcmFramer, utterance: Utterance) -> bool:
+        for frame in frames:
+            await self.clock.before_send(len(frame) / framer.bytes_per_sample / framer.sample_rate)
+            if not await self.channel.send_audio(frame, utterance):
+                return False
+        return True
+
+    async def _produce(self, utterance: Utterance, chunks: asyncio.Queue[AudioChunk | None],
+                       first_sent: asyncio.Event) -> None:
+        stream = await self.service.open(utterance.params)
+        try:
+            async with contextlib.aclosing(aiter(stream)) as audio:
+                async for chunk in audio:
+                    chunks.put_nowait(chunk)
+                    # Asking for the next chunk lets the engine step again (StepWorker's first_item_handoff):
+                    # not before the first frame is out.
+                    await first_sent.wait()
+        finally:
+            await stream.aclose()
+            chunks.put_nowait(None)

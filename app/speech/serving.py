@@ -6,6 +6,7 @@ event, raw audio is cut short (the client sees a truncated chunked body) and the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from dataclasses import replace
 import msgspec
 import numpy as np
 
-from app.audio.encoding import encode_stream
+from app.audio.encoding import AudioEncoder, encode_stream, make_encoder
 from app.ops.errors import error_body, speech_error_body
 from app.speech.protocol import ENGINE_MODELS, OPENAI_MODELS, SpeechRequest, Usage
 from app.voices.serving import inline_voice
@@ -83,14 +84,41 @@ async def speech_params(data: SpeechRequest, request_id: str, service: SpeechSer
     return replace(to_params(data, request_id, set(service.engines), inline=voice), engine=voice.engine)
 
 
+async def open_with_encoder(service: SpeechService, params: SpeechParams,
+                            response_format: str) -> tuple[SpeechStream, AudioEncoder]:
+    """`service.open`, and the response's encoder made while the engine works on the first chunk.
+
+    Opening a compressed format's codec costs ~1-2 ms of CPU (several on a busy machine); done after the
+    first chunk it would delay the first byte, done before `open` it would delay the synthesis. A callback
+    queued now runs once `open` waits for the first chunk, by which time the engine has the request.
+    """
+    made: list[AudioEncoder] = []
+    pending = asyncio.get_running_loop().call_soon(lambda: made.append(make_encoder(response_format)))
+    try:
+        stream = await service.open(params)
+    except BaseException:
+        pending.cancel()
+        for encoder in made:
+            _close(encoder)
+        raise
+    return stream, made[0] if made else make_encoder(response_format)
+
+
+def _close(encoder: AudioEncoder) -> None:
+    close = getattr(encoder, "close", None)
+    if close is not None:
+        close()
+
+
 async def _samples(stream: SpeechStream) -> AsyncIterator[np.ndarray]:
     async for chunk in stream:
         yield chunk.samples
 
 
-async def audio_body(stream: SpeechStream, response_format: str, speed: float) -> AsyncIterator[bytes]:
+async def audio_body(stream: SpeechStream, response_format: str, speed: float,
+                     encoder: AudioEncoder | None = None) -> AsyncIterator[bytes]:
     """The encoded audio, chunk by chunk; closing it (client gone) cancels the synthesis."""
-    body = encode_stream(_samples(stream), response_format, speed)
+    body = encode_stream(_samples(stream), response_format, speed, encoder)
     try:
         async for data in body:
             yield data
@@ -106,9 +134,10 @@ def _event(kind: str, payload: dict) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode({"type": kind, **payload}) + b"\n\n"
 
 
-async def sse_body(stream: SpeechStream, response_format: str, speed: float) -> AsyncIterator[bytes]:
+async def sse_body(stream: SpeechStream, response_format: str, speed: float,
+                   encoder: AudioEncoder | None = None) -> AsyncIterator[bytes]:
     """`speech.audio.delta` events with base64 audio, then `speech.audio.done` with usage."""
-    body = encode_stream(_samples(stream), response_format, speed)
+    body = encode_stream(_samples(stream), response_format, speed, encoder)
     try:
         async for data in body:
             yield _event("speech.audio.delta", {"audio": base64.b64encode(data).decode()})

@@ -194,3 +194,30 @@ async def test_encode_stream_early_close(fmt: str) -> None:
     assert first
     await gen.aclose()
     assert closed == [True]  # upstream synthesis is told to stop too
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_encode_stream_first_bytes_before_the_whole_first_chunk(fmt: str) -> None:
+    """A sentence-long first chunk: bytes come out after its first tenth of a second is encoded, before the
+    source is asked for more, and the stream is byte for byte what encoding each chunk whole gives."""
+    chunks = [_signal(3.0), _tone(1.0)]
+    pulled: list[int] = []
+
+    async def source() -> AsyncIterator[np.ndarray]:
+        for i, chunk in enumerate(chunks):
+            pulled.append(i)
+            yield chunk
+
+    stream = encode_stream(source(), fmt)
+    first = await anext(stream)
+    assert pulled == [0]
+    assert len(first) < len(make_encoder(fmt).encode(chunks[0])) / 5
+    if fmt in ("pcm", "wav"):
+        assert len(first) - (44 if fmt == "wav" else 0) == SR // 10 * 2
+    rest = [piece async for piece in stream]
+    whole = make_encoder(fmt)
+    expected = b"".join(whole.encode(c) for c in chunks) + whole.flush()
+    if fmt != "opus":  # Ogg gives every stream a random serial number
+        assert b"".join([first, *rest]) == expected
+    else:
+        assert len(_decode(fmt, b"".join([first, *rest]))) == len(_decode(fmt, expected))

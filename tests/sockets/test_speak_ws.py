@@ -308,3 +308,16 @@ async def test_auth_start_token_and_refusals(keyed_server: Server) -> None:
         await _refused(ws, after_ready=False)
     async with await connect(keyed_server, subprotocols=["auth.bearer.v1", "sk-wrong"]) as ws:
         await _refused(ws, after_ready=False)
+
+
+def test_frames_are_converted_as_they_are_taken() -> None:
+    """The sender takes a frame, sends it, then takes the next: the first frame of a sentence-long chunk is
+    ready before the others are converted."""
+    from app.sockets.audio import PcmFramer
+
+    framer = PcmFramer(frame_seconds=0.25)
+    frames = framer.push(np.linspace(-1, 1, 3 * 24000, dtype=np.float32))
+    assert framer.seconds_out == 0
+    first = next(frames)
+    assert len(first) == 6000 * 2 and framer.seconds_out == 0.25
+    assert len(list(frames)) == 11 and framer.seconds_out == 3.0

@@ -274,3 +274,45 @@ def test_models_retrieve(embedded_server):
         c.models.retrieve("qwen3-tts")  # listed only when the Qwen engine is configured
     error = caught.value.body
     assert error["code"] == "model_not_found" and error["param"] == "model" and "tts-1" in error["message"]
+
+
+class _SlowFirstChunk:
+    """A service whose `open` takes the request, then waits for its first chunk (or is refused after it)."""
+
+    def __init__(self, events: list[str], refuse: bool = False):
+        self.events, self.refuse = events, refuse
+
+    async def open(self, params):
+        self.events.append("engine has the request")
+        await asyncio.sleep(0.01)
+        self.events.append("first chunk")
+        if self.refuse:
+            from engine.errors import InvalidRequest
+
+            raise InvalidRequest("nothing to say", param="input")
+        return "stream"
+
+
+async def test_the_encoder_is_made_while_the_first_chunk_is_synthesized(monkeypatch) -> None:
+    from app.audio.encoding import make_encoder
+    from app.speech import serving as speech_serving
+
+    events: list[str] = []
+    made = []
+
+    def recording(fmt: str):
+        events.append("encoder")
+        made.append(make_encoder(fmt))
+        return made[-1]
+
+    monkeypatch.setattr(speech_serving, "make_encoder", recording)
+    params = speech_serving.SpeechParams(text="Hi.")
+    stream, encoder = await speech_serving.open_with_encoder(_SlowFirstChunk(events), params, "mp3")
+    assert (stream, encoder) == ("stream", made[0])
+    assert events == ["engine has the request", "encoder", "first chunk"]
+
+    events.clear()
+    with pytest.raises(Exception, match="nothing to say"):
+        await speech_serving.open_with_encoder(_SlowFirstChunk(events, refuse=True), params, "mp3")
+    assert events == ["engine has the request", "encoder", "first chunk"]
+    assert made[1]._closed  # a refused request leaves no codec open
