@@ -302,6 +302,8 @@ def test_abandoned_batch_stops_and_results_stream(server_factory):
     sock.settimeout(30)
     assert sock.recv(12).startswith(b"HTTP/1.1 200")  # headers go out at once: the results are streamed
     time.sleep(0.5)
+    # Leave while an item is being synthesized (on a loaded machine 0.5 s may not reach one).
+    assert _wait(lambda: value(scrape(server), "speech_gateway_active_slots", engine="embedded") >= 1, 10)
     sock.close()
     steps = lambda: value(scrape(server), "speech_gateway_engine_steps_total", engine="embedded")  # noqa: E731
     assert _wait(lambda: value(scrape(server), "speech_gateway_active_slots", engine="embedded") == 0, 10)
