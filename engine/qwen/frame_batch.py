@@ -122,6 +122,7 @@ class FrameBatch:
             self.tts_pad = self.talker.text_projection(self.talker.get_text_embeddings()(ids))[0, 0]
         self.trailing[:] = self.tts_pad
         self.rows = torch.arange(s, device=dev)
+        self.yes = torch.ones(s, dtype=torch.bool, device=dev)
         self.count = 0  # rows in slots 0..count-1
         # Host copies of what the host needs to plan a step without reading the device.
         self.host_length = [0] * s
@@ -301,7 +302,7 @@ class FrameBatch:
         scores[:, self.eos] = torch.where(early, NEG_INF, scores[:, self.eos])
         scores = scores.masked_fill(self.suppress, NEG_INF)
         token = pick(scores, self.knobs, self.noise[:b], b)
-        self.seen[self.rows[:b], token] = True
+        self.seen.index_put_((self.rows[:b], token), self.yes[:b])  # a device value: no host scalar in a graph
         self.fresh[:b] = False
 
         token_embed = talker.get_input_embeddings()(token[:, None])  # (b, 1, H)
