@@ -22,13 +22,14 @@ from app.audio.encoding import encode_stream
 from app.batch.protocol import BatchItemResult, BatchRequest
 from app.ops.errors import speech_error_body
 from app.speech.protocol import ErrorDetail, SpeechRequest
-from app.speech.serving import _samples, to_params
+from app.speech.serving import _samples, sample_rate_of, to_params
 from engine.base import Priority
 from engine.errors import Overloaded, SpeechError
 from engine.service import SpeechService
 
 log = logging.getLogger("app.batch")
-EXTENSIONS = {"mp3": "mp3", "opus": "ogg", "aac": "aac", "flac": "flac", "wav": "wav", "pcm": "pcm"}
+EXTENSIONS = {"mp3": "mp3", "opus": "ogg", "aac": "aac", "flac": "flac", "wav": "wav", "pcm": "pcm", "ulaw": "ulaw",
+              "alaw": "alaw"}
 
 
 async def _synthesize(service: SpeechService, item: SpeechRequest, request_id: str, deadline: float
@@ -42,7 +43,7 @@ async def _synthesize(service: SpeechService, item: SpeechRequest, request_id: s
             if time.monotonic() + (e.retry_after or 1) > deadline:
                 raise
             await asyncio.sleep(e.retry_after or 1)
-    body = encode_stream(_samples(stream), item.response_format, item.speed)
+    body = encode_stream(_samples(stream), item.response_format, item.speed, sample_rate=sample_rate_of(item))
     try:
         data = b"".join([piece async for piece in body])
     finally:

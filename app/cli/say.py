@@ -32,8 +32,9 @@ from app.cli.synth import SAMPLE_RATE, LocalSynth, Progress, RemoteSynth, SayErr
 from app.settings import Settings
 
 SUFFIX_FORMATS = {".mp3": "mp3", ".opus": "opus", ".ogg": "opus", ".aac": "aac", ".flac": "flac", ".wav": "wav",
-                  ".pcm": "pcm", ".raw": "pcm"}
-FORMAT_SUFFIXES = {"mp3": ".mp3", "opus": ".opus", "aac": ".aac", "flac": ".flac", "wav": ".wav", "pcm": ".pcm"}
+                  ".pcm": "pcm", ".raw": "pcm", ".ulaw": "ulaw", ".alaw": "alaw"}  # G.711 at 8 kHz, raw
+FORMAT_SUFFIXES = {"mp3": ".mp3", "opus": ".opus", "aac": ".aac", "flac": ".flac", "wav": ".wav", "pcm": ".pcm",
+                   "ulaw": ".ulaw", "alaw": ".alaw"}
 PARTIAL_EXIT = 3  # --max-segments stopped the run early: not a failure, not finished either
 _BLOCK = SAMPLE_RATE * 10  # samples read back from a part at a time
 

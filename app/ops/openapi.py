@@ -76,10 +76,17 @@ def _sse_event() -> Schema:
     )
 
 
+_RATE_NOTES = {
+    "ulaw": " (raw G.711 mu-law bytes, 8 kHz; at another `sample_rate` the type reads `audio/basic;rate=N`)",
+    "alaw": " (raw G.711 A-law bytes, 8 kHz; at another `sample_rate` the type reads `audio/x-alaw-basic;rate=N`)",
+    "pcm": " (s16le mono at `sample_rate`, 24 kHz by default)",
+}
+
+
 def _audio_content() -> dict[str, OpenAPIMediaType]:
     content = {
         media_type: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format="binary",
-                                                   description=f"`response_format: {fmt}`"))
+                                                   description=f"`response_format: {fmt}`{_RATE_NOTES.get(fmt, '')}"))
         for fmt, media_type in CONTENT_TYPES.items()
     }
     content["text/event-stream"] = OpenAPIMediaType(schema=_sse_event())

@@ -1,4 +1,4 @@
-"""Engine chunks to WebSocket binary frames: time stretch, resample, PCM16/float32, bounded frame size."""
+"""Engine chunks to WebSocket binary frames: time stretch, resample, PCM16/float32/G.711, bounded frame size."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class PcmFramer:
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, encoding: str = "pcm16", speed: float = 1.0,
                  source_rate: int = SAMPLE_RATE, frame_seconds: float = MAX_FRAME_SECONDS):
-        if encoding not in ("pcm16", "pcm32f"):
+        if encoding not in ("pcm16", "pcm32f", "ulaw", "alaw"):
             raise ValueError(f"unsupported encoding {encoding!r}")
         self.sample_rate = sample_rate
         self.encoding = encoding
@@ -39,12 +39,18 @@ class PcmFramer:
             av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if sample_rate != source_rate else None
         )
         self._pts = 0
-        self._pcm16 = make_encoder("pcm", sample_rate) if encoding == "pcm16" else None
+        # pcm32f is written here; pcm16 and G.711 (PyAV's pcm_mulaw / pcm_alaw, already at the session rate)
+        # by an encoder whose bytes for a piece come back whole from that piece's call.
+        self._encoder = (
+            make_encoder("pcm" if encoding == "pcm16" else encoding, sample_rate, output_rate=sample_rate)
+            if encoding != "pcm32f"
+            else None
+        )
         self._max_samples = max(1, int(sample_rate * min(frame_seconds, MAX_FRAME_SECONDS)))
 
     @property
     def bytes_per_sample(self) -> int:
-        return 2 if self.encoding == "pcm16" else 4
+        return {"pcm16": 2, "pcm32f": 4}.get(self.encoding, 1)
 
     @property
     def seconds_out(self) -> float:
@@ -59,7 +65,7 @@ class PcmFramer:
         if self._resampler is not None:
             tail = np.concatenate([tail, *self._drain(self._resampler.resample(None))])
             self._resampler = None
-        return self._frames(tail)
+        return self._frames(tail, last=True)
 
     def _resample(self, x: np.ndarray) -> np.ndarray:
         if self._resampler is None or x.size == 0:
@@ -76,14 +82,25 @@ class PcmFramer:
     def _drain(frames: list[av.AudioFrame]) -> list[np.ndarray]:
         return [f.to_ndarray().reshape(-1).astype(np.float32, copy=False) for f in frames if f.samples]
 
-    def _frames(self, x: np.ndarray) -> Iterator[bytes]:
+    def _frames(self, x: np.ndarray, last: bool = False) -> Iterator[bytes]:
         for start in range(0, x.size, self._max_samples):
             piece = x[start : start + self._max_samples]
             self.samples_out += piece.size
-            if self._pcm16 is not None:
-                yield self._pcm16.encode(piece)
+            if self._encoder is not None:
+                yield self._encoder.encode(piece)
             else:
                 yield as_float(piece).astype("<f4").tobytes()
+        if last and self._encoder is not None:
+            tail = self._encoder.flush()  # nothing for these codecs, but it releases the codec
+            if tail:
+                yield tail
+            self.close()
+
+    def close(self) -> None:
+        """Release the encoder (an utterance cancelled before `flush`); idempotent."""
+        close = getattr(self._encoder, "close", None)
+        if close is not None:
+            close()
 
 
 class PlaybackClock:

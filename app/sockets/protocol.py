@@ -25,7 +25,7 @@ from engine.errors import (
 MAX_TEXT_CHARS = 4096  # the same bound as `input` of POST /v1/audio/speech
 SampleRate = Literal[8000, 16000, 22050, 24000, 32000, 44100, 48000]
 SAMPLE_RATES: tuple[int, ...] = SampleRate.__args__  # type: ignore[attr-defined]
-Encoding = Literal["pcm16", "pcm32f"]
+Encoding = Literal["pcm16", "pcm32f", "ulaw", "alaw"]  # ulaw/alaw: raw G.711, one byte a sample
 ENCODINGS: tuple[str, ...] = Encoding.__args__  # type: ignore[attr-defined]
 SpokenText = Annotated[str, Meta(max_length=MAX_TEXT_CHARS)]
 Speed = Annotated[float, Meta(ge=0.25, le=4.0)]
@@ -89,12 +89,19 @@ class _Speak(msgspec.Struct, tag_field="type", rename="camel", kw_only=True):
 
 
 class Start(_Speak, tag="start"):
-    sample_rate: SampleRate = 24000
+    sample_rate: SampleRate | None = None  # default: 24000, or 8000 for ulaw/alaw (see `rate`)
     encoding: Encoding = "pcm16"
     voice: Annotated[str, Meta(max_length=256)] | None = None
     language: Annotated[str, Meta(max_length=32)] | None = None
     auth_token: str | None = None
     contract_id: str | None = None  # accepted for the spec's sake; the gateway has no use for it
+
+    @property
+    def rate(self) -> int:
+        """The session's sample rate: the one asked for, else telephony's 8 kHz for G.711 and 24 kHz for PCM."""
+        if self.sample_rate is not None:
+            return self.sample_rate
+        return 8000 if self.encoding in ("ulaw", "alaw") else 24000
 
 
 class Speak(_Speak, tag="speak"):

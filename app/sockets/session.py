@@ -338,6 +338,7 @@ class UtterancePlayer:
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
             if framer is not None:
+                framer.close()
                 utterance.audio_seconds = framer.seconds_out
         producer.result()  # a synthesis error after the last frame sent is reported now
 

@@ -159,7 +159,7 @@ class SpeakSession(SocketSession):
         voice = self.service.registry.resolve(event.voice)  # VoiceNotFound → VOICE_NOT_FOUND, socket stays
         language = normalize_language(event.language)
         self.voice, self.language = voice.id, language
-        self.sample_rate, self.encoding = event.sample_rate, event.encoding
+        self.sample_rate, self.encoding = event.rate, event.encoding
         await self.channel.send(Started(sample_rate=self.sample_rate, encoding=self.encoding, voice=voice.id,
                                         language=language))
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "ulaw", "alaw"]
 
 # Inline ref_audio travels as base64 in the speech request's JSON, which Litestar caps at 10 MB (its
 # default body limit): about 7 MB of audio, plenty for 30 s even as uncompressed 48 kHz stereo WAV.
@@ -36,6 +36,10 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
     response_format: ResponseFormat = "mp3"
     speed: Annotated[float, Meta(ge=0.25, le=4.0)] = 1.0
     stream_format: Literal["audio", "sse"] = "audio"
+    sample_rate: Annotated[int, Meta(description=(
+        "Output sample rate in Hz (extension): 8000, 16000, 22050, 24000, 44100 or 48000 for pcm, wav, flac, "
+        "mp3, aac, ulaw and alaw; 8000, 12000, 16000, 24000 or 48000 for opus. Default: 24000, except opus "
+        "(48000) and ulaw/alaw (8000, raw G.711 for telephony)."))] | None = None
     # -- extensions (vLLM-Omni compatible names) ---------------------------------------------
     language: Annotated[str, Meta(max_length=32, description="auto, english, chinese, ... or ISO code")] | None = None
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None

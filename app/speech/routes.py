@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from litestar import Request, post
 
-from app.audio.encoding import CONTENT_TYPES
+from app.audio.encoding import content_type
 from app.ops.closing_stream import ClosingStream
 from app.ops.openapi import AudioStreamOperation, error_responses
 from app.ops.request_id import request_id_of
 from app.speech.protocol import SpeechRequest
-from app.speech.serving import audio_body, open_with_encoder, speech_params, sse_body
+from app.speech.serving import audio_body, open_with_encoder, sample_rate_of, speech_params, sse_body
 from engine.service import SpeechService
 
 
@@ -24,10 +24,11 @@ from engine.service import SpeechService
 async def create_speech(request: Request, data: SpeechRequest) -> ClosingStream:
     service: SpeechService = request.app.state.service
     params = await speech_params(data, request_id_of(request.scope), service)
-    stream, encoder = await open_with_encoder(service, params, data.response_format)
+    rate = sample_rate_of(data)
+    stream, encoder = await open_with_encoder(service, params, data.response_format, rate)
     headers = {"X-Voice": stream.voice.id, "Cache-Control": "no-cache"}
     if data.stream_format == "sse":
         return ClosingStream(sse_body(stream, data.response_format, data.speed, encoder),
                              media_type="text/event-stream", headers=headers)
     return ClosingStream(audio_body(stream, data.response_format, data.speed, encoder),
-                         media_type=CONTENT_TYPES[data.response_format], headers=headers)
+                         media_type=content_type(data.response_format, rate), headers=headers)

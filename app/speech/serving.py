@@ -15,7 +15,7 @@ from dataclasses import replace
 import msgspec
 import numpy as np
 
-from app.audio.encoding import AudioEncoder, encode_stream, make_encoder
+from app.audio.encoding import AudioEncoder, encode_stream, make_encoder, output_rate
 from app.ops.errors import error_body, speech_error_body
 from app.speech.protocol import ENGINE_MODELS, OPENAI_MODELS, SpeechRequest, Usage
 from app.voices.serving import inline_voice
@@ -43,12 +43,21 @@ def model_engine(model: str, engines: set[str]) -> str | None:
     return engine
 
 
+def sample_rate_of(data: SpeechRequest) -> int:
+    """The rate the audio goes out at; a 400 naming `sample_rate` for one the format cannot take."""
+    try:
+        return output_rate(data.response_format, data.sample_rate)
+    except ValueError as e:
+        raise InvalidRequest(str(e), param="sample_rate") from None
+
+
 def to_params(data: SpeechRequest, request_id: str, engines: set[str], inline: Voice | None = None) -> SpeechParams:
     """`inline`: the clone voice built from `data.ref_audio` (see `speech_params`); a request with
     ref_audio and no such voice (batch items) is refused rather than spoken by another voice."""
     if data.ref_audio is not None and inline is None:
         raise InvalidRequest("ref_audio (inline cloning) is accepted on POST /v1/audio/speech only; upload the voice "
                              "(POST /v1/audio/voices) to use it here", param="ref_audio")
+    sample_rate_of(data)  # refused before any synthesis
     return SpeechParams(
         text=data.input,
         voice=data.voice_name,
@@ -74,6 +83,7 @@ def to_params(data: SpeechRequest, request_id: str, engines: set[str], inline: V
 
 async def speech_params(data: SpeechRequest, request_id: str, service: SpeechService) -> SpeechParams:
     """`to_params`, with the one-off clone voice when the request carries `ref_audio` (then `voice` is ignored)."""
+    sample_rate_of(data)  # a bad rate is refused before a clone is made
     if data.ref_audio is None:
         return to_params(data, request_id, set(service.engines))
     if model_engine(data.model, set(service.engines)) not in (None, "qwen"):
@@ -85,15 +95,18 @@ async def speech_params(data: SpeechRequest, request_id: str, service: SpeechSer
 
 
 async def open_with_encoder(service: SpeechService, params: SpeechParams,
-                            response_format: str) -> tuple[SpeechStream, AudioEncoder]:
+                            response_format: str, sample_rate: int | None = None
+                            ) -> tuple[SpeechStream, AudioEncoder]:
     """`service.open`, and the response's encoder made while the engine works on the first chunk.
 
     Opening a compressed format's codec costs ~1-2 ms of CPU (several on a busy machine); done after the
     first chunk it would delay the first byte, done before `open` it would delay the synthesis. A callback
     queued now runs once `open` waits for the first chunk, by which time the engine has the request.
+    `sample_rate`: the output rate (checked by `sample_rate_of`; None: the format's default).
     """
     made: list[AudioEncoder] = []
-    pending = asyncio.get_running_loop().call_soon(lambda: made.append(make_encoder(response_format)))
+    pending = asyncio.get_running_loop().call_soon(
+        lambda: made.append(make_encoder(response_format, output_rate=sample_rate)))
     try:
         stream = await service.open(params)
     except BaseException:
@@ -101,7 +114,7 @@ async def open_with_encoder(service: SpeechService, params: SpeechParams,
         for encoder in made:
             _close(encoder)
         raise
-    return stream, made[0] if made else make_encoder(response_format)
+    return stream, made[0] if made else make_encoder(response_format, output_rate=sample_rate)
 
 
 def _close(encoder: AudioEncoder) -> None:
@@ -136,7 +149,8 @@ def _event(kind: str, payload: dict) -> bytes:
 
 async def sse_body(stream: SpeechStream, response_format: str, speed: float,
                    encoder: AudioEncoder | None = None) -> AsyncIterator[bytes]:
-    """`speech.audio.delta` events with base64 audio, then `speech.audio.done` with usage."""
+    """`speech.audio.delta` events with base64 audio, then `speech.audio.done` with usage (12.5 Hz frames of the
+    engine's audio: the same at any output rate or format)."""
     body = encode_stream(_samples(stream), response_format, speed, encoder)
     try:
         async for data in body:

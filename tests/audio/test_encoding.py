@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import struct
 from collections.abc import AsyncIterator, Iterable
 
-import av
 import numpy as np
 import pytest
 
-from app.audio.encoding import CONTENT_TYPES, TempoStretcher, encode_stream, make_encoder
+from app.audio.encoding import CONTENT_TYPES, TempoStretcher, encode_stream, make_encoder, output_rate
+from tests.audio.decode import decode
 
 SR = 24000
 LSB = 1 / 32767
@@ -45,17 +44,7 @@ def _encode(fmt: str, x: np.ndarray, speed: float = 1.0) -> tuple[bytes, list[by
 
 
 def _decode(fmt: str, data: bytes) -> np.ndarray:
-    if fmt == "pcm":
-        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
-    out = []
-    with av.open(io.BytesIO(data)) as container:
-        for frame in container.decode(audio=0):
-            for r in resampler.resample(frame):
-                assert r.sample_rate == SR
-                out.append(r.to_ndarray().reshape(-1))
-    out += [r.to_ndarray().reshape(-1) for r in resampler.resample(None)]
-    return np.concatenate(out)
+    return decode(fmt, data, SR, source_rate=output_rate(fmt) if fmt in ("ulaw", "alaw") else SR)
 
 
 def _peak_hz(y: np.ndarray) -> float:
@@ -161,6 +150,8 @@ def test_content_types_and_unknown_format() -> None:
         "flac": "audio/flac",
         "wav": "audio/wav",
         "pcm": "audio/pcm",
+        "ulaw": "audio/basic",
+        "alaw": "audio/x-alaw-basic",
     }
     for fmt, ctype in CONTENT_TYPES.items():
         assert make_encoder(fmt).content_type == ctype

@@ -80,3 +80,16 @@ def test_random_model_is_quiet(tmp_path):
     out = result.stdout + result.stderr
     assert "SoX" not in out and "sox" not in out and "flash-attn" not in out, out
     assert out.strip().splitlines() == [f"wrote a random-weight tiny base checkpoint to {tmp_path / 'm'}"]
+
+
+@pytest.mark.parametrize("fmt", ["ulaw", "alaw"])
+def test_say_to_g711_file(tmp_path, fmt):
+    from tests.audio.decode import decode
+
+    out = tmp_path / f"hello.{fmt}"
+    result = say("Hello from the command line.", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    data = out.read_bytes()
+    assert 1.0 < len(data) / 8000 < 5.0  # raw G.711: one byte a sample at 8 kHz, no header
+    samples = decode(fmt, data, 8000)
+    assert len(samples) == len(data) and 0.05 < float(abs(samples).max()) <= 1.0

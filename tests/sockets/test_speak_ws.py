@@ -321,3 +321,27 @@ def test_frames_are_converted_as_they_are_taken() -> None:
     first = next(frames)
     assert len(first) == 6000 * 2 and framer.seconds_out == 0.25
     assert len(list(frames)) == 11 and framer.seconds_out == 3.0
+
+
+@pytest.mark.parametrize(("encoding", "rate"), [("ulaw", None), ("alaw", None), ("ulaw", 16000), ("alaw", 24000)])
+async def test_start_sends_g711(embedded_server: Server, encoding: str, rate: int | None) -> None:
+    from tests.audio.decode import band_energy, decode
+
+    text = "The quick brown fox jumps over the lazy dog."
+    async with await connect(embedded_server) as ws:
+        await ready(ws)
+        reference = pcm16((await speak_once(ws, text))[0]).astype(np.float32) / 32768  # 24 kHz pcm16
+        start = {"type": "start", "encoding": encoding} | ({"sampleRate": rate} if rate else {})
+        await ws.send(json.dumps(start))
+        started = await receive(ws)
+        expected_rate = rate or 8000  # G.711 defaults to telephony's 8 kHz
+        assert started["encoding"] == encoding and started["sampleRate"] == expected_rate
+        chunks, complete = await speak_once(ws, text)
+    assert all(chunks)
+    data = b"".join(chunks)
+    assert len(data) == pytest.approx(reference.size * expected_rate / 24000, abs=expected_rate * 0.16)
+    assert complete["audioLengthMs"] == pytest.approx(len(data) * 1000 / expected_rate, abs=1)
+    ours = decode(encoding, data, 8000, source_rate=expected_rate)
+    theirs = decode("pcm", (reference * 32768).astype("<i2").tobytes(), 8000, source_rate=24000)
+    n = min(ours.size, theirs.size)
+    assert band_energy(ours[:n], 8000) == pytest.approx(band_energy(theirs[:n], 8000), rel=0.1)

@@ -300,9 +300,9 @@ async def test_the_encoder_is_made_while_the_first_chunk_is_synthesized(monkeypa
     events: list[str] = []
     made = []
 
-    def recording(fmt: str):
+    def recording(fmt: str, output_rate: int | None = None):
         events.append("encoder")
-        made.append(make_encoder(fmt))
+        made.append(make_encoder(fmt, output_rate=output_rate))
         return made[-1]
 
     monkeypatch.setattr(speech_serving, "make_encoder", recording)
