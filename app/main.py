@@ -25,6 +25,7 @@ from app.sockets.routes import speak_demo, speak_socket, speech_stream_socket
 from app.speech.routes import create_speech
 from app.voices.routes import VOICE_ROUTES
 from app.wiring.engines import build_engines
+from app.wyoming.server import WyomingServer
 from engine.service import SpeechService
 
 log = logging.getLogger("app")
@@ -51,9 +52,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await service.start()
         app.state.service = service
         log.info("engines: %s", ", ".join(f"{s.name} ready={s.ready} {s.reason}" for s in service.status()))
+        wyoming = None
         try:
+            if settings.wyoming_port is not None:
+                wyoming = WyomingServer(settings.wyoming_host, settings.wyoming_port, service,
+                                        settings.max_segment_chars)
+                await wyoming.start()
             yield
         finally:
+            if wyoming is not None:
+                await wyoming.stop()
             metrics.bind(None)
             await service.close()
 

@@ -74,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_connections: int = 1000
     max_voices: int = 200
     cors_origins: tuple[str, ...] = ()
+    # Wyoming (Home Assistant): off unless a port is given
+    wyoming_port: int | None = None
+    wyoming_host: str = "127.0.0.1"
 
     def all_api_keys(self) -> tuple[str, ...]:
         """Keys from flags/env plus one per non-empty, non-comment line of `api_key_file`."""
@@ -152,6 +155,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_connections", "--max-connections", "open connections (HTTP and WebSocket) before new requests get 503", int),
     Option("max_voices", "--max-voices", "user voices the voices folder may hold; creating more is refused", int),
     Option("cors_origins", "--cors-origin", "origin allowed to call the API from a browser (repeat; * for any). Default: any origin when API keys are set, none otherwise", str, True),
+    Option("wyoming_port", "--wyoming-port", "serve the Wyoming protocol (Home Assistant TTS) on this TCP port too (default: off)", int),
+    Option("wyoming_host", "--wyoming-host", "address the Wyoming server listens on (0.0.0.0 for Home Assistant on another machine)"),
 )
 
 

@@ -124,6 +124,12 @@ class GatewayMetrics:
         finally:
             self.ws_session_closed(route)
 
+    # -- other transports (Wyoming) -------------------------------------------------------------
+    @staticmethod
+    def label_route(route: str, request_id: str = "") -> None:
+        """Label what the current task (and tasks it starts) asks of the service with `route`."""
+        _CONTEXT.set(_RequestContext(route, "TCP", request_id))
+
     # -- SpeechObserver ------------------------------------------------------------------------
     def refused(self, params: SpeechParams, error: BaseException, requested_at: float) -> None:
         ctx = _CONTEXT.get()

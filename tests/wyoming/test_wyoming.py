@@ -1,0 +1,174 @@
+"""The Wyoming server (Home Assistant TTS) against a live gateway on the embedded engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+    SynthesizeVoice,
+)
+
+from tests.server import Server, free_port, start_server
+
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def wyoming_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = free_port()
+    server = start_server(tmp_path_factory.mktemp("wyoming"), "--wyoming-port", str(port))
+    server.wyoming_port = port  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+def client(server: Server) -> AsyncTcpClient:
+    return AsyncTcpClient("127.0.0.1", server.wyoming_port, read_timeout=TIMEOUT)  # type: ignore[attr-defined]
+
+
+async def read(c: AsyncTcpClient) -> Event:
+    event = await asyncio.wait_for(c.read_event(), TIMEOUT)
+    assert event is not None, "server closed the connection"
+    return event
+
+
+async def read_utterance(c: AsyncTcpClient) -> np.ndarray:
+    """audio-start, audio-chunks, audio-stop → int16 samples."""
+    start = await read(c)
+    assert AudioStart.is_type(start.type), start
+    fmt = AudioStart.from_event(start)
+    assert (fmt.rate, fmt.width, fmt.channels) == (24000, 2, 1)
+    pieces = []
+    while True:
+        event = await read(c)
+        if AudioStop.is_type(event.type):
+            break
+        assert AudioChunk.is_type(event.type), event
+        chunk = AudioChunk.from_event(event)
+        assert (chunk.rate, chunk.width, chunk.channels) == (24000, 2, 1)
+        pieces.append(np.frombuffer(chunk.audio, "<i2"))
+    assert pieces, "no audio-chunk between audio-start and audio-stop"
+    return np.concatenate(pieces)
+
+
+def scrape(server: Server, name: str, **labels: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+async def test_describe_lists_the_voices_with_streaming(wyoming_server: Server) -> None:
+    voices = httpx.get(wyoming_server.v1 + "/audio/voices", timeout=10).json()
+    async with client(wyoming_server) as c:
+        await c.write_event(Describe().event())
+        event = await read(c)
+    assert Info.is_type(event.type)
+    info = Info.from_event(event)
+    [program] = info.tts
+    assert program.name == "qwen-speech-gateway" and program.installed and program.version
+    assert program.attribution.name
+    assert program.supports_synthesize_streaming is True
+    names = {v.name for v in program.voices}
+    listed = voices["data"]
+    assert {v["id"] for v in listed} <= names
+    assert all(v.languages for v in program.voices)
+
+
+async def test_synthesize_streams_pcm16(wyoming_server: Server) -> None:
+    text = "Hello from the speech gateway. This is a Wyoming test."
+    async with client(wyoming_server) as c:
+        await c.write_event(Synthesize(text=text).event())
+        audio = await read_utterance(c)
+    seconds = len(audio) / 24000
+    assert 1.0 < seconds < 20.0, seconds
+    assert np.abs(audio).max() > 1000  # not silence
+
+
+async def test_streaming_synthesis_speaks_each_sentence(wyoming_server: Server) -> None:
+    text = "The kitchen lights are on. The front door is locked. It is twenty degrees outside."
+    pieces = ["The kitch", "en lights are o", "n. The front do", "or is locked. It is twen", "ty degrees outside."]
+    async with client(wyoming_server) as c:
+        await c.write_event(Synthesize(text=text).event())
+        whole = await read_utterance(c)
+
+        await c.write_event(SynthesizeStart().event())
+        for piece in pieces:
+            await c.write_event(SynthesizeChunk(text=piece).event())
+        # Home Assistant sends the whole text as a plain synthesize too (compatibility): ignored.
+        await c.write_event(Synthesize(text=text).event())
+        await c.write_event(SynthesizeStop().event())
+        sentences = []
+        while True:
+            event = await read(c)
+            if SynthesizeStopped.is_type(event.type):
+                break
+            c_start = event
+            assert AudioStart.is_type(c_start.type), c_start
+            samples = []
+            while not AudioStop.is_type((event := await read(c)).type):
+                samples.append(np.frombuffer(AudioChunk.from_event(event).audio, "<i2"))
+            sentences.append(np.concatenate(samples))
+        assert len(sentences) == 3
+        # Nothing more follows (the compatibility synthesize was not spoken): a describe answers next.
+        await c.write_event(Describe().event())
+        assert Info.is_type((await read(c)).type)
+    total = sum(len(s) for s in sentences)
+    assert abs(total - len(whole)) / len(whole) < 0.25, (total, len(whole))
+
+
+async def test_unknown_voice_is_an_error_and_the_connection_keeps_working(wyoming_server: Server) -> None:
+    async with client(wyoming_server) as c:
+        await c.write_event(Synthesize(text="Hello there.", voice=SynthesizeVoice(name="no-such-voice")).event())
+        event = await read(c)
+        assert Error.is_type(event.type), event
+        error = Error.from_event(event)
+        assert error.code == "VoiceNotFoundError" and "no-such-voice" in error.text
+        await c.write_event(Synthesize(text="Hello there.").event())
+        assert len(await read_utterance(c)) > 0
+
+
+async def test_client_leaving_mid_stream_frees_the_slot(wyoming_server: Server) -> None:
+    text = " ".join(f"This is sentence number {i} of a long announcement that nobody will hear." for i in range(30))
+    async with client(wyoming_server) as c:
+        await c.write_event(Synthesize(text=text).event())
+        assert AudioStart.is_type((await read(c)).type)
+        assert AudioChunk.is_type((await read(c)).type)
+        assert scrape(wyoming_server, "speech_gateway_active_slots") >= 1
+    deadline = time.monotonic() + 15
+    while scrape(wyoming_server, "speech_gateway_active_slots") != 0:
+        assert time.monotonic() < deadline, "the admission slot was not freed after the client left"
+        await asyncio.sleep(0.1)
+    assert scrape(wyoming_server, "speech_gateway_speech_outcomes_total", route="wyoming", outcome="cancelled") >= 1
+
+
+async def test_two_clients_at_once(wyoming_server: Server) -> None:
+    async def one(text: str) -> int:
+        async with client(wyoming_server) as c:
+            await c.write_event(Synthesize(text=text).event())
+            return len(await read_utterance(c))
+
+    a, b = await asyncio.gather(one("The first client speaks now."), one("And a second one talks at the same time."))
+    assert a > 0 and b > 0
+
+
+def test_off_unless_a_port_is_given(tmp_path: Path) -> None:
+    from app.settings import load_settings
+    assert load_settings(environ={}).wyoming_port is None
+    assert load_settings(environ={"SPEECH_GATEWAY_WYOMING_PORT": "10200"}).wyoming_port == 10200
