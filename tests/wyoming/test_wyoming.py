@@ -172,3 +172,15 @@ def test_off_unless_a_port_is_given(tmp_path: Path) -> None:
     from app.settings import load_settings
     assert load_settings(environ={}).wyoming_port is None
     assert load_settings(environ={"SPEECH_GATEWAY_WYOMING_PORT": "10200"}).wyoming_port == 10200
+
+
+async def test_streaming_with_an_unknown_voice_is_an_error_then_stopped(wyoming_server: Server) -> None:
+    async with client(wyoming_server) as c:
+        await c.write_event(SynthesizeStart(voice=SynthesizeVoice(name="nobody")).event())
+        await c.write_event(SynthesizeChunk(text="Not spoken. ").event())
+        await c.write_event(SynthesizeStop().event())
+        event = await read(c)
+        assert Error.is_type(event.type) and Error.from_event(event).code == "VoiceNotFoundError"
+        assert SynthesizeStopped.is_type((await read(c)).type)
+        await c.write_event(Synthesize(text="Still here.").event())
+        assert len(await read_utterance(c)) > 0
