@@ -184,3 +184,28 @@ async def test_streaming_with_an_unknown_voice_is_an_error_then_stopped(wyoming_
         assert SynthesizeStopped.is_type((await read(c)).type)
         await c.write_event(Synthesize(text="Still here.").event())
         assert len(await read_utterance(c)) > 0
+
+
+async def test_a_busy_server_says_so_and_the_connection_keeps_working(tmp_path: Path) -> None:
+    port = free_port()
+    server = start_server(tmp_path, "--wyoming-port", str(port), "--max-concurrent", "1", "--max-queue", "0")
+    server.wyoming_port = port  # type: ignore[attr-defined]
+    long_text = " ".join(f"Sentence {i} keeps the only slot busy for a while." for i in range(40))
+    try:
+        async with client(server) as holder, client(server) as other:
+            await holder.write_event(Synthesize(text=long_text).event())
+            assert AudioStart.is_type((await read(holder)).type)
+            await other.write_event(Synthesize(text="Let me in.").event())
+            event = await read(other)
+            assert Error.is_type(event.type), event
+            error = Error.from_event(event)
+            assert error.code == "ServerBusyError" and error.text
+        deadline = time.monotonic() + 15  # the holder left: its slot comes back, and a new client is served
+        while scrape(server, "speech_gateway_active_slots") != 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        async with client(server) as again:
+            await again.write_event(Synthesize(text="Now there is room.").event())
+            assert len(await read_utterance(again)) > 0
+    finally:
+        server.stop()
