@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             if settings.wyoming_port is not None:
                 wyoming = WyomingServer(settings.wyoming_host, settings.wyoming_port, service,
-                                        settings.max_segment_chars)
+                                        settings.max_segment_chars, idle_timeout=settings.ws_idle_timeout)
                 await wyoming.start()
             yield
         finally:

@@ -145,7 +145,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("qwen_max_batch", "--qwen-max-batch", "streams one Qwen model instance steps together (default: 32 on CUDA, 8 on CPU)", int),
     Option("no_cuda_graphs", "--no-cuda-graphs", "run the Qwen frame steps eagerly on CUDA (no graph capture)", bool),
     Option("qwen_max_context", "--qwen-max-context", "CUDA: prompt + frames one Qwen stream may hold (cache positions per row)", int),
-    Option("ws_idle_timeout", "--ws-idle-timeout", "seconds a speech WebSocket may stay silent and idle before it is closed", float),
+    Option("ws_idle_timeout", "--ws-idle-timeout", "seconds a speech WebSocket or Wyoming connection may stay silent and idle before it is closed", float),
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),
     Option("ws_speak_lead", "--ws-speak-lead", "seconds of audio /api/v1/speak sends ahead of real-time playback, so a cancel stops it within that (0: no pacing)", float),

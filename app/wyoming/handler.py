@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, async_read_event
 from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import (
@@ -42,6 +42,7 @@ from wyoming.tts import (
 )
 
 from app.ops.metrics import GatewayMetrics
+from engine import limits
 from engine.base import SAMPLE_RATE, Priority, Voice
 from engine.errors import DeadlineExceeded, InvalidRequest, Overloaded, SpeechError, Unavailable, VoiceNotFound
 from engine.languages import LANGUAGES, normalize_language
@@ -138,10 +139,11 @@ def _language(value: str | None) -> str:
 
 class SpeechEventHandler(AsyncEventHandler):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, service: SpeechService,
-                 max_segment_chars: int = 300):
+                 max_segment_chars: int = 300, idle_timeout: float | None = None):
         super().__init__(reader, writer)
         self.service = service
         self.max_segment_chars = max_segment_chars
+        self.idle_timeout = idle_timeout
         self.conn_id = f"wy_{uuid.uuid4().hex[:12]}"
         self._jobs: deque[Job] = deque()
         self._wake = asyncio.Event()
@@ -156,9 +158,31 @@ class SpeechEventHandler(AsyncEventHandler):
         self._flush_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
+        """The library's read loop, plus an idle timeout: a client that sends nothing while nothing is
+        being spoken for it is disconnected (a listener waiting for long audio is not idle)."""
         GatewayMetrics.label_route(ROUTE, self.conn_id)  # this task's context: the worker inherits it
         self._worker = asyncio.create_task(self._work())
-        await super().run()
+        self._is_running = True
+        reading: asyncio.Task | None = None
+        try:
+            while self._is_running:
+                # One read task survives a timeout: cancelling a half-read event would lose its bytes.
+                reading = reading or asyncio.create_task(async_read_event(self.reader))
+                done, _ = await asyncio.wait({reading}, timeout=self.idle_timeout)
+                if not done:
+                    if self._jobs or (self._current is not None and not self._current.done()):
+                        continue
+                    log.info("wyoming %s: idle for %.0f s, closing", self.conn_id, self.idle_timeout)
+                    limits.hit("wyoming_idle")
+                    break
+                event, reading = reading.result(), None
+                if event is None or not await self.handle_event(event):
+                    break
+        finally:
+            if reading is not None:
+                reading.cancel()
+            await self.disconnect()
+            self.writer.close()
 
     async def disconnect(self) -> None:
         """The client left (or the server stops): drop the queue, cancel the utterance in flight."""

@@ -14,14 +14,16 @@ log = logging.getLogger("app.wyoming")
 
 
 class WyomingServer:
-    def __init__(self, host: str, port: int, service: SpeechService, max_segment_chars: int = 300):
+    def __init__(self, host: str, port: int, service: SpeechService, max_segment_chars: int = 300,
+                 idle_timeout: float | None = None):
         self.host, self.port = host, port
         self.service = service
         self.max_segment_chars = max_segment_chars
+        self.idle_timeout = idle_timeout
         self._server = AsyncTcpServer(host, port)
 
     def _handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> SpeechEventHandler:
-        return SpeechEventHandler(reader, writer, self.service, self.max_segment_chars)
+        return SpeechEventHandler(reader, writer, self.service, self.max_segment_chars, self.idle_timeout)
 
     async def start(self) -> None:
         # start(), not run(): run() would take over SIGTERM, which belongs to uvicorn.

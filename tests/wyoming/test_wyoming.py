@@ -209,3 +209,19 @@ async def test_a_busy_server_says_so_and_the_connection_keeps_working(tmp_path: 
             assert len(await read_utterance(again)) > 0
     finally:
         server.stop()
+
+
+async def test_a_silent_client_is_closed_when_idle(tmp_path: Path) -> None:
+    port = free_port()
+    server = start_server(tmp_path, "--wyoming-port", str(port), "--ws-idle-timeout", "1")
+    server.wyoming_port = port  # type: ignore[attr-defined]
+    try:
+        async with client(server) as c:
+            # A request served, then silence: the server closes after the idle timeout.
+            text = " ".join(f"Sentence {i} of a text that takes longer than a second to hear." for i in range(6))
+            await c.write_event(Synthesize(text=text).event())
+            assert len(await read_utterance(c)) > 24000
+            assert await asyncio.wait_for(c.read_event(), 10) is None
+        assert scrape(server, "speech_gateway_limit_hits_total", limit="wyoming_idle") == 1
+    finally:
+        server.stop()
