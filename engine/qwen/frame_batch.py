@@ -340,12 +340,12 @@ class FrameBatch:
             self.v[i][rows, :, pos] = value[:, :, 0]
             return self.k[i][:b, :, :span], self.v[i][:b, :, :span]
 
+        scaling = model.layers[0].self_attn.rope_scaling  # one talker config: the same for every layer
+
+        def rope(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return apply_multimodal_rotary_pos_emb(q, k, cos, sin, scaling["mrope_section"], scaling["interleaved"])
+
         for i, layer in enumerate(model.layers):
-            scaling = layer.self_attn.rope_scaling
-
-            def rope(q, k, scaling=scaling):
-                return apply_multimodal_rotary_pos_emb(q, k, cos, sin, scaling["mrope_section"], scaling["interleaved"])
-
             x = self._layer(layer, x, rope, lambda key, value, i=i: write(i, key, value), mask)
         self.hidden[:b] = model.norm(x)[:, 0]
         # Padding rows of a static step advance too: never past the cache (live rows stop well before).

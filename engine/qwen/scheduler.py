@@ -36,10 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..base import Priority
 from ..errors import DeadlineExceeded, EngineFailure, InvalidRequest, SpeechError
 from ..worker import StepWorker, queue_items
+from .codec_stream import StreamingCodecDecoder, decode_together
+from .frame_batch import FrameBatch
+from .streaming import row_settings
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +245,6 @@ class FrameScheduler:
 
     def _ensure_batch(self) -> Any:
         if self.batch is None:
-            from .frame_batch import FrameBatch
-
             cuda = str(self.loaded.device).startswith("cuda")
             # CUDA: fixed buffers (graphs replay on their addresses); CPU: grow with the longest row.
             self.batch = FrameBatch(self.loaded, self.max_batch, context=self.context if cuda else 256,
@@ -318,8 +320,6 @@ class FrameScheduler:
                 self._fail(row, e)
         if not joining:
             return
-        from .codec_stream import StreamingCodecDecoder
-
         first = len(self.running)
         try:  # the joining rows' prompts in one prefill
             self.batch.join_many([(first + i, prepared.prefill, prepared.trailing_text, settings)
@@ -343,8 +343,6 @@ class FrameScheduler:
         row.job.put(error)
 
     def _first_row(self, job: StreamJob) -> _Row | None:
-        import torch
-
         self.stats.started += 1
         seed = job.seed if job.seed is not None else random.randrange(2**62)
         generator = torch.Generator(device=self.loaded.device).manual_seed(int(seed))
@@ -352,8 +350,6 @@ class FrameScheduler:
 
     def _prepare(self, row: _Row) -> tuple[Any, Any]:
         """The row's next sentence: its talker inputs and its settings (frames capped by a fixed cache)."""
-        from .streaming import row_settings
-
         prepared = row.job.prepare(row.sentence)
         params = row.params = row.job.params[row.sentence]
         batch = self.batch
@@ -365,10 +361,6 @@ class FrameScheduler:
 
     def _deliver(self, rows: list[_Row]) -> None:
         """Decode the rows' pending frames (rows with the same count in one batch) and hand out the audio."""
-        import torch
-
-        from .codec_stream import decode_together
-
         groups: dict[int, list[_Row]] = {}
         for row in rows:
             if row.pending:
@@ -386,7 +378,7 @@ class FrameScheduler:
 
     def _prime(self, row: _Row) -> None:
         # The decoder state after the reference codes depends on the model and the voice only.
-        key = row.ref.numpy().tobytes() if row.ref.device.type == "cpu" else row.ref.cpu().numpy().tobytes()
+        key = row.ref.cpu().numpy().tobytes()
         state = self._primed.get(key)
         if state is None:
             self.stats.primed += 1
