@@ -65,9 +65,6 @@ class CudaGraphs:
                 return b
         raise ValueError(f"{n} rows exceed the largest captured batch ({self.buckets[-1]})")
 
-    def covers(self, n: int) -> bool:
-        return n <= self.buckets[-1]
-
     def runner(self, step: str) -> Callable[[Callable, int], None]:
         def run(_fn: Callable, n: int) -> None:
             self.graphs[(step, self.bucket(n))].replay()

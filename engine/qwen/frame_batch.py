@@ -128,7 +128,6 @@ class FrameBatch:
         self.host_length = [0] * s
         self.host_fresh = [False] * s
         self._attn = ALL_ATTENTION_FUNCTIONS["sdpa"]
-        self.generation = 0  # bumped whenever a buffer is reallocated (captured graphs go stale)
 
     def _kv(self, context: int) -> tuple[int, int, int]:
         return self.t_heads[0], context, self.t_heads[1]
@@ -245,11 +244,6 @@ class FrameBatch:
         if text > self.trailing.shape[1]:
             self.trailing = torch.cat([self.trailing, self.tts_pad.expand(
                 self.slots, max(text, 2 * self.trailing.shape[1]) - self.trailing.shape[1], -1)], dim=1)
-        self.generation += 1
-
-    def room(self) -> int:
-        """Frames every running row can still take before the cache is full (fixed-size batches)."""
-        return self.context - max(self.host_length[: self.count], default=0) - 1
 
     def draw_noise(self, slot: int, generator: torch.Generator, sample: bool, sub_sample: bool) -> None:
         """This frame's random numbers for one row, from its own generator, in the official order."""

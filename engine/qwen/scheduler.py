@@ -234,7 +234,7 @@ class FrameScheduler:
         stats = self.stats
         stats.decode_steps += 1
         stats.rows_sum += n
-        if self.graphs is not None and self.graphs.covers(n):
+        if self.graphs is not None:  # its buckets go up to max_batch: every step replays
             stats.graph_replays += 1
         else:
             stats.eager_steps += 1
