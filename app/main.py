@@ -25,6 +25,7 @@ from app.sockets.routes import speak_demo, speak_socket, speech_stream_socket
 from app.speech.routes import create_speech
 from app.voices.routes import VOICE_ROUTES
 from app.wiring.engines import build_engines
+from app.wiring.protocols import protocol_routes
 from app.wyoming.server import WyomingServer
 from engine.service import SpeechService
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_format)
     metrics = GatewayMetrics()
     voice_map = settings.voice_mapping()  # a malformed entry stops the start here, not at the first request
+    adapters = protocol_routes(settings)  # likewise an unknown --protocol
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -72,7 +74,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     origins = cors_origins(settings.cors_origins, keyed)
     app = Litestar(
         route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo,
-                        playground_page, playground_assets(), docs_assets],
+                        playground_page, playground_assets(), docs_assets, *adapters],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         middleware=[request_id_middleware, metrics.middleware, origin_guard(origins, keyed)],

@@ -77,6 +77,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Wyoming (Home Assistant): off unless a port is given
     wyoming_port: int | None = None
     wyoming_host: str = "127.0.0.1"
+    # Drop-in protocols of other speech servers (app/wiring/protocols.py); all on unless narrowed
+    protocols: tuple[str, ...] = ("all",)
 
     def all_api_keys(self) -> tuple[str, ...]:
         """Keys from flags/env plus one per non-empty, non-comment line of `api_key_file`."""
@@ -157,6 +159,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("cors_origins", "--cors-origin", "origin allowed to call the API from a browser (repeat; * for any). Default: any origin when API keys are set, none otherwise", str, True),
     Option("wyoming_port", "--wyoming-port", "serve the Wyoming protocol (Home Assistant TTS) on this TCP port too (default: off)", int),
     Option("wyoming_host", "--wyoming-host", "address the Wyoming server listens on (0.0.0.0 for Home Assistant on another machine)"),
+    Option("protocols", "--protocol", "other servers' APIs to serve too: chatterbox, soprano, voicereader (repeat; env: comma-separated; all; none: only this gateway's own)", str, True),
 )
 
 
@@ -176,7 +179,7 @@ def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, st
         if option.env in environ:
             values[option.field] = _parse(option, environ[option.env])
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    for repeated in ("api_keys", "cors_origins"):
+    for repeated in ("api_keys", "cors_origins", "protocols"):
         if repeated in values:
             values[repeated] = tuple(values[repeated])
     return msgspec.convert(values, Settings)

@@ -1,0 +1,32 @@
+"""Other speech servers' APIs, spoken by this gateway so their clients switch without a rewrite.
+
+Each adapter is a package of the edge (`app/<protocol>/`) exposing `ROUTES`, Litestar handlers
+(HTTP and WebSocket) that translate its wire format to SpeechService calls: no second synthesis
+path, and the same auth, admission, limits and metrics as the gateway's own routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.settings import Settings
+
+# name → the adapter's route handlers; one line per protocol.
+ADAPTERS: dict[str, list[Any]] = {}
+
+
+def enabled_protocols(settings: Settings) -> tuple[str, ...]:
+    """The adapters `settings.protocols` asks for ("all", "none", or names); SystemExit on an unknown name."""
+    asked = tuple(name.strip().lower() for name in settings.protocols if name.strip())
+    if "none" in asked:
+        return ()
+    if "all" in asked or not asked:
+        return tuple(ADAPTERS)
+    unknown = [name for name in asked if name not in ADAPTERS]
+    if unknown:
+        raise SystemExit(f"--protocol {unknown[0]!r}: expected one of {', '.join([*ADAPTERS, 'all', 'none'])}")
+    return tuple(dict.fromkeys(asked))
+
+
+def protocol_routes(settings: Settings) -> list[Any]:
+    return [handler for name in enabled_protocols(settings) for handler in ADAPTERS[name]]
