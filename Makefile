@@ -22,13 +22,19 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[qwen,dev]"
 	touch $@ $(VENV)/.serve-installed
 
+# The Makima frontend's React hook, bundled by tests/sockets/test_makima_hook.py (npm registry only).
+MAKIMA := tests/sockets/makima
+$(MAKIMA)/node_modules/.installed: $(MAKIMA)/package-lock.json
+	npm ci --prefix $(MAKIMA) --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Install without serving, e.g. `make install EXTRAS=qwen` before `.venv/bin/speech-gateway random-model`.
 install: $(VENV)/.serve-installed$(EXTRAS)
 
 serve: $(VENV)/.serve-installed$(EXTRAS)
 	$(BIN)/speech-gateway serve --host $(HOST) --port $(PORT) $(ARGS)
 
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed $(MAKIMA)/node_modules/.installed
 	$(BIN)/ruff check app engine tests bench
 	$(BIN)/python -m pytest -q
 
