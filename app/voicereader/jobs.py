@@ -40,12 +40,12 @@ from app.voicereader.protocol import (
     NO_LISTENER,
     AudioChunk,
     AudioPayload,
-    ErrorBody,
     JobCanceled,
     JobDone,
     JobError,
     JobStarted,
-    WarmupState,
+    VoiceReaderError,
+    VoiceReaderWarmupState,
     error_code,
 )
 from engine.base import Priority, Voice
@@ -110,8 +110,8 @@ class Warmup:
         self.last_exception: SpeechError | None = None
         self._task: asyncio.Task | None = None
 
-    def state(self) -> WarmupState:
-        return WarmupState(status=self.status, runs=self.runs,  # type: ignore[arg-type]
+    def state(self) -> VoiceReaderWarmupState:
+        return VoiceReaderWarmupState(status=self.status, runs=self.runs,  # type: ignore[arg-type]
                            last_duration_ms=self.last_duration_ms, last_error=self.last_error)
 
     def start(self, force: bool) -> asyncio.Task | None:
@@ -287,7 +287,7 @@ class JobHub:
             await self.emit(JobCanceled(job_id=job.id, audio_chunks=job.audio_chunks, reason="canceled"))
         except NoListener:
             job.state = "failed"
-            await self.emit(JobError(job_id=job.id, audio_chunks=job.audio_chunks, error=ErrorBody(
+            await self.emit(JobError(job_id=job.id, audio_chunks=job.audio_chunks, error=VoiceReaderError(
                 code=NO_LISTENER, message=f"no events socket connected and {BACKLOG_AUDIO_SECONDS:g} s of audio "
                 "buffered: the job was stopped; connect to the events socket before or right after /v1/speak")))
         except SpeechError as e:
@@ -298,12 +298,12 @@ class JobHub:
             if e.status >= 500:
                 log.warning("voicereader job %s failed: %s", job.id, e.message)
             await self.emit(JobError(job_id=job.id, audio_chunks=job.audio_chunks,
-                                     error=ErrorBody(code=error_code(e), message=e.message, retry_after=e.retry_after)))
+                                     error=VoiceReaderError(code=error_code(e), message=e.message, retry_after=e.retry_after)))
         except Exception:  # noqa: BLE001 - the client hears about it, the server keeps serving
             log.exception("voicereader job %s failed", job.id)
             job.state = "failed"
             self._settle(job)
-            await self.emit(JobError(job_id=job.id, audio_chunks=job.audio_chunks, error=ErrorBody(
+            await self.emit(JobError(job_id=job.id, audio_chunks=job.audio_chunks, error=VoiceReaderError(
                 code="SYNTHESIS_ERROR", message="internal error during synthesis")))
         finally:
             if framer is not None:

@@ -58,7 +58,7 @@ def error_code(exc: SpeechError) -> str:
     return SYNTHESIS_ERROR
 
 
-class ErrorBody(msgspec.Struct, omit_defaults=True):
+class VoiceReaderError(msgspec.Struct, omit_defaults=True):
     """Every refusal of the VoiceReader routes (and the `error` of JOB_ERROR / ERROR events)."""
 
     code: str
@@ -67,20 +67,20 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 
 
 # -- HTTP bodies ----------------------------------------------------------------------------------
-class Chunking(msgspec.Struct, forbid_unknown_fields=False):
+class VoiceReaderChunking(msgspec.Struct, forbid_unknown_fields=False):
     max_chars: ChunkChars | None = None
 
 
-class SpeakSettings(msgspec.Struct, forbid_unknown_fields=False):
+class VoiceReaderSettings(msgspec.Struct, forbid_unknown_fields=False):
     """Playback controls as VoiceReader nests them (`settings.rate`, …, `settings.chunking.max_chars`)."""
 
     rate: Rate | None = None
     pitch: Pitch | None = None
     volume: Volume | None = None
-    chunking: Chunking | None = None
+    chunking: VoiceReaderChunking | None = None
 
 
-class SpeakRequest(msgspec.Struct, forbid_unknown_fields=False):
+class VoiceReaderSpeakRequest(msgspec.Struct, forbid_unknown_fields=False):
     """Start a speak job. The top-level controls are shorthands; they win over `settings.*`."""
 
     text: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT_CHARS, description="text to read aloud")]
@@ -92,7 +92,7 @@ class SpeakRequest(msgspec.Struct, forbid_unknown_fields=False):
     pitch: Pitch | None = None
     volume: Volume | None = None
     chunk_max_chars: ChunkChars | None = None
-    settings: SpeakSettings | None = None
+    settings: VoiceReaderSettings | None = None
 
     def control(self, name: str) -> float | None:
         value = getattr(self, name)
@@ -108,7 +108,7 @@ class SpeakRequest(msgspec.Struct, forbid_unknown_fields=False):
         return chunking.max_chars if chunking is not None else None
 
 
-class SpeakResponse(msgspec.Struct):
+class VoiceReaderSpeakResponse(msgspec.Struct):
     job_id: str
     status: Literal["started", "queued", "canceled"]
     ws_url: str
@@ -117,61 +117,61 @@ class SpeakResponse(msgspec.Struct):
     chunks: int
 
 
-class CancelRequest(msgspec.Struct, forbid_unknown_fields=False):
+class VoiceReaderCancelRequest(msgspec.Struct, forbid_unknown_fields=False):
     job_id: Annotated[str, Meta(max_length=64, description="omit: the current job and every queued one")] | None = (
         None)
 
 
-class CancelResponse(msgspec.Struct):
+class VoiceReaderCancelResponse(msgspec.Struct):
     canceled: bool
     job_ids: list[str]
 
 
-class WarmupRequest(msgspec.Struct, forbid_unknown_fields=False):
+class VoiceReaderWarmupRequest(msgspec.Struct, forbid_unknown_fields=False):
     wait: bool = False
     force: bool = False
     reason: Annotated[str, Meta(max_length=256)] | None = None
 
 
-class WarmupState(msgspec.Struct):
+class VoiceReaderWarmupState(msgspec.Struct):
     status: Literal["idle", "running", "ready", "failed"]
     runs: int
     last_duration_ms: float | None
     last_error: str | None
 
 
-class WarmupResponse(msgspec.Struct):
+class VoiceReaderWarmupResponse(msgspec.Struct):
     accepted: bool
-    warmup: WarmupState
+    warmup: VoiceReaderWarmupState
 
 
-class Runtime(msgspec.Struct):
+class VoiceReaderRuntime(msgspec.Struct):
     backend: str
     ready: bool
     fallback_active: bool
     detail: str
-    warmup: WarmupState
+    warmup: VoiceReaderWarmupState
     engines: list[dict[str, object]]
 
 
-class JobsState(msgspec.Struct):
+class VoiceReaderJobs(msgspec.Struct):
     current: str | None
     queued: int
     listeners: int
     buffered_events: int
 
 
-class HealthResponse(msgspec.Struct):
+class VoiceReaderHealth(msgspec.Struct):
     status: Literal["ok", "loading"]
     ready: bool
     active_model_id: str
     device: str
     ws_url: str
-    runtime: Runtime
-    jobs: JobsState
+    runtime: VoiceReaderRuntime
+    jobs: VoiceReaderJobs
 
 
-class VoiceInfo(msgspec.Struct):
+class VoiceReaderVoice(msgspec.Struct):
     voice_id: str
     display_name: str
     language: str
@@ -180,8 +180,8 @@ class VoiceInfo(msgspec.Struct):
     default: bool
 
 
-class VoiceList(msgspec.Struct):
-    voices: list[VoiceInfo]
+class VoiceReaderVoices(msgspec.Struct):
+    voices: list[VoiceReaderVoice]
 
 
 # -- events socket: server events (tag = `type`) ---------------------------------------------------
@@ -221,7 +221,7 @@ class JobCanceled(msgspec.Struct, tag="JOB_CANCELED", tag_field="type"):
 class JobError(msgspec.Struct, tag="JOB_ERROR", tag_field="type"):
     job_id: str
     audio_chunks: int
-    error: ErrorBody
+    error: VoiceReaderError
 
 
 class Connected(msgspec.Struct, tag="CONNECTED", tag_field="type"):
@@ -235,7 +235,7 @@ class Pong(msgspec.Struct, tag="PONG", tag_field="type"):
 
 
 class Error(msgspec.Struct, tag="ERROR", tag_field="type"):
-    error: ErrorBody
+    error: VoiceReaderError
 
 
 TERMINAL = (JobDone, JobCanceled, JobError)

@@ -28,24 +28,24 @@ from app.voicereader.protocol import (
     NOT_FOUND,
     TIMEOUT,
     UNAUTHORIZED,
-    CancelRequest,
-    CancelResponse,
     ClientEvent,
     Connected,
     Error,
-    ErrorBody,
-    HealthResponse,
     JobNotFound,
-    JobsState,
     Ping,
     Pong,
-    Runtime,
-    SpeakRequest,
-    SpeakResponse,
-    VoiceInfo,
-    VoiceList,
-    WarmupRequest,
-    WarmupResponse,
+    VoiceReaderCancelRequest,
+    VoiceReaderCancelResponse,
+    VoiceReaderError,
+    VoiceReaderHealth,
+    VoiceReaderJobs,
+    VoiceReaderRuntime,
+    VoiceReaderSpeakRequest,
+    VoiceReaderSpeakResponse,
+    VoiceReaderVoice,
+    VoiceReaderVoices,
+    VoiceReaderWarmupRequest,
+    VoiceReaderWarmupResponse,
     error_code,
 )
 from engine.errors import InvalidRequest, SpeechError, Unavailable
@@ -66,7 +66,7 @@ _DESCRIPTIONS = {
 
 
 def _errors(*statuses: int) -> dict[int, ResponseSpec]:
-    return {status: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[status],
+    return {status: ResponseSpec(data_container=VoiceReaderError, description=_DESCRIPTIONS[status],
                                  generate_examples=False) for status in statuses}
 
 
@@ -75,7 +75,7 @@ def _error(status: int, code: str, message: str, retry_after: float | None = Non
     headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
-    return Response(ErrorBody(code=code, message=message, retry_after=retry_after), status_code=status,
+    return Response(VoiceReaderError(code=code, message=message, retry_after=retry_after), status_code=status,
                     headers=headers, media_type="application/json")
 
 
@@ -119,7 +119,7 @@ def _ws_url(request: Request) -> str:
 
 @get("/v1/health", summary="VoiceReader: health and runtime", responses=_errors(401), sync_to_thread=False,
      **_COMMON)
-def health(request: Request) -> HealthResponse:
+def health(request: Request) -> VoiceReaderHealth:
     """The primary engine as `runtime.backend` (never a mock fallback: `fallback_active` is always false),
     its readiness and reason (`runtime.detail`), and the state of `POST /v1/warmup`."""
     service: SpeechService = request.app.state.service
@@ -127,36 +127,36 @@ def health(request: Request) -> HealthResponse:
     statuses = service.status()
     primary = service.primary.status()
     device = str(primary.details.get("device", "cpu"))
-    return HealthResponse(
+    return VoiceReaderHealth(
         status="ok" if primary.ready else "loading",
         ready=primary.ready,
         active_model_id=primary.loaded[0] if primary.loaded else primary.name,
         device=device,
         ws_url=_ws_url(request),
-        runtime=Runtime(backend=primary.name, ready=primary.ready, fallback_active=False,
+        runtime=VoiceReaderRuntime(backend=primary.name, ready=primary.ready, fallback_active=False,
                         detail=primary.reason or "ready", warmup=hub.warmup.state(),
                         engines=[{"name": s.name, "ready": s.ready, "reason": s.reason, "loaded": list(s.loaded)}
                                  for s in statuses]),
-        jobs=JobsState(current=hub.current.id if hub.current else None, queued=hub.queued,
+        jobs=VoiceReaderJobs(current=hub.current.id if hub.current else None, queued=hub.queued,
                        listeners=len(hub.listeners), buffered_events=hub.buffered),
     )
 
 
 @get("/v1/voices", summary="VoiceReader: voices", responses=_errors(401), sync_to_thread=False, **_COMMON)
-def voices(request: Request) -> VoiceList:
+def voices(request: Request) -> VoiceReaderVoices:
     """`"0"`, the default voice, then every gateway voice under its own id."""
     service: SpeechService = request.app.state.service
     default = service.registry.resolve(None)
-    listed = [VoiceInfo(voice_id=DEFAULT_VOICE_ID, display_name=f"Default ({default.name})", language=default.language,
+    listed = [VoiceReaderVoice(voice_id=DEFAULT_VOICE_ID, display_name=f"Default ({default.name})", language=default.language,
                         engine=default.engine, kind=default.kind, default=True)]
-    listed += [VoiceInfo(voice_id=v.id, display_name=v.name, language=v.language, engine=v.engine, kind=v.kind,
+    listed += [VoiceReaderVoice(voice_id=v.id, display_name=v.name, language=v.language, engine=v.engine, kind=v.kind,
                          default=False) for v in service.registry.list()]
-    return VoiceList(voices=listed)
+    return VoiceReaderVoices(voices=listed)
 
 
 @post("/v1/speak", summary="VoiceReader: start a speak job", status_code=200,
       responses=_errors(400, 401, 404, 429, 503), **_COMMON)
-async def speak(request: Request, data: SpeakRequest) -> SpeakResponse:
+async def speak(request: Request, data: VoiceReaderSpeakRequest) -> VoiceReaderSpeakResponse:
     """Start reading `text` aloud; the audio arrives as `AUDIO_CHUNK` events on the events socket
     (`ws_url`), then `JOB_DONE` (or `JOB_ERROR`, `JOB_CANCELED`). A job that can start at once is
     answered once its first chunk is admitted; while another job runs it is queued (`status: queued`)."""
@@ -174,14 +174,14 @@ async def speak(request: Request, data: SpeakRequest) -> SpeakResponse:
                       rate=data.control("rate") or 1.0, volume=1.0 if data.control("volume") is None
                       else float(data.control("volume")))  # type: ignore[arg-type]
     position = await hub.submit(job)
-    return SpeakResponse(job_id=job.id, status="canceled" if job.canceled else ("started" if position == 0
+    return VoiceReaderSpeakResponse(job_id=job.id, status="canceled" if job.canceled else ("started" if position == 0
                          else "queued"), ws_url=_ws_url(request), voice_id=data.voice_id, queue_position=position,
                          chunks=len(job.chunks))
 
 
 @post("/v1/cancel", summary="VoiceReader: cancel a speak job", status_code=200, responses=_errors(400, 401, 404),
       **_COMMON)
-async def cancel(request: Request, data: CancelRequest | None = None) -> CancelResponse:
+async def cancel(request: Request, data: VoiceReaderCancelRequest | None = None) -> VoiceReaderCancelResponse:
     """Stop a job (queued or speaking) by `job_id`; without one, the current job and every queued one.
     Answered once each is over: its `JOB_CANCELED` is sent and its admission slot is free."""
     hub = hub_of(request.app)
@@ -189,23 +189,23 @@ async def cancel(request: Request, data: CancelRequest | None = None) -> CancelR
     if job_id is not None and hub.job(job_id) is None:
         raise JobNotFound(f"no job {job_id!r}", param="job_id")
     ids = await hub.cancel(job_id)
-    return CancelResponse(canceled=bool(ids), job_ids=ids)
+    return VoiceReaderCancelResponse(canceled=bool(ids), job_ids=ids)
 
 
 @post("/v1/warmup", summary="VoiceReader: warm up the engine", status_code=200, responses=_errors(400, 401, 429, 503),
       **_COMMON)
-async def warmup(request: Request, data: WarmupRequest | None = None) -> WarmupResponse:
+async def warmup(request: Request, data: VoiceReaderWarmupRequest | None = None) -> VoiceReaderWarmupResponse:
     """Synthesize a short sentence (skipped when already warm unless `force`); `wait: true` answers when it
     is done, with its outcome (a refusal such as RATE_LIMITED is the error it met). `/v1/health`'s
     `runtime.warmup` shows the state."""
-    data = data or WarmupRequest()
+    data = data or VoiceReaderWarmupRequest()
     hub = hub_of(request.app)
     task = hub.warmup.start(data.force)
     if data.wait and task is not None:
         await asyncio.shield(task)
         if hub.warmup.last_exception is not None:
             raise hub.warmup.last_exception
-    return WarmupResponse(accepted=True, warmup=hub.warmup.state())
+    return VoiceReaderWarmupResponse(accepted=True, warmup=hub.warmup.state())
 
 
 @websocket(WS_PATH)
@@ -222,7 +222,7 @@ async def events_socket(socket: WebSocket) -> None:
     if verdict != "ok":
         message = "invalid token" if verdict == "denied" else (
             "missing token: send 'Authorization: Bearer <key>' or the subprotocols 'auth.bearer.v1, <key>'")
-        await channel.refuse(Error(error=ErrorBody(code=UNAUTHORIZED, message=message)), "unauthorized")
+        await channel.refuse(Error(error=VoiceReaderError(code=UNAUTHORIZED, message=message)), "unauthorized")
         return
     hub = hub_of(app)
     current = hub.current.id if hub.current else None
@@ -237,12 +237,12 @@ async def events_socket(socket: WebSocket) -> None:
             try:
                 event = channel.parse(raw, ClientEvent, CLIENT_TYPES)
             except ProtocolError as e:
-                await channel.send(Error(error=ErrorBody(code=INVALID_REQUEST, message=e.message)))
+                await channel.send(Error(error=VoiceReaderError(code=INVALID_REQUEST, message=e.message)))
                 continue
             if isinstance(event, Ping):
                 await channel.send(Pong())
             elif event.job_id is not None and hub.job(event.job_id) is None:
-                await channel.send(Error(error=ErrorBody(code=JOB_NOT_FOUND, message=f"no job {event.job_id!r}")))
+                await channel.send(Error(error=VoiceReaderError(code=JOB_NOT_FOUND, message=f"no job {event.job_id!r}")))
             else:
                 await hub.cancel(event.job_id)  # its JOB_CANCELED comes as an event
     except IdleTimeout:
