@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from app.settings import Settings
+from app.voicereader.routes import ROUTES as VOICEREADER_ROUTES
 
 # name → the adapter's route handlers; one line per protocol.
 ADAPTERS: dict[str, list[Any]] = {}
+ADAPTERS["voicereader"] = VOICEREADER_ROUTES
 
 
 def enabled_protocols(settings: Settings) -> tuple[str, ...]:
