@@ -51,7 +51,7 @@ def speech_error_body(exc: SpeechError) -> dict:
     return error_body(exc.message, status=exc.status, type_=exc.type, param=exc.param, code=exc.code)
 
 
-def _validation_param(exc: ValidationException) -> tuple[str, str | None]:
+def validation_param(exc: ValidationException) -> tuple[str, str | None]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     if not extra:
         return exc.detail, None
@@ -71,7 +71,7 @@ def handle_exception(request: Request, exc: Exception) -> Response:
             log.warning("request failed: %s", exc.message)
         return error_response(exc.status, speech_error_body(exc), exc.retry_after)
     if isinstance(exc, ValidationException):
-        message, param = _validation_param(exc)
+        message, param = validation_param(exc)
         return error_response(400, error_body(message, status=400, param=param, code="invalid_value"))
     if isinstance(exc, HTTPException):
         status = exc.status_code

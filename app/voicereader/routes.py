@@ -14,7 +14,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.openapi.datastructures import ResponseSpec
 
 from app.ops.auth import require_api_key
-from app.ops.errors import _validation_param
+from app.ops.errors import validation_param
 from app.sockets.protocol import ProtocolError
 from app.sockets.session import Credentials, IdleTimeout, WsChannel
 from app.voicereader.jobs import JobHub
@@ -87,7 +87,7 @@ def handle_error(request: Request, exc: Exception) -> Response:
         status = 400 if exc.status in (403, 409, 413) else exc.status
         return _error(status, error_code(exc), exc.message, exc.retry_after)
     if isinstance(exc, ValidationException):
-        message, _ = _validation_param(exc)
+        message, _ = validation_param(exc)
         return _error(400, INVALID_REQUEST, message)
     if isinstance(exc, NotAuthorizedException):
         return _error(401, UNAUTHORIZED, exc.detail, headers={"WWW-Authenticate": "Bearer"})
