@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.chatterbox.routes import ROUTES as CHATTERBOX_ROUTES
 from app.settings import Settings
 
 # name → the adapter's route handlers; one line per protocol.
 ADAPTERS: dict[str, list[Any]] = {}
+ADAPTERS["chatterbox"] = CHATTERBOX_ROUTES
 
 
 def enabled_protocols(settings: Settings) -> tuple[str, ...]:
