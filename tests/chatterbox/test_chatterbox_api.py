@@ -95,6 +95,7 @@ def test_tts_maps_path_model_language_and_format(embedded_server: Server) -> Non
     ({"text": "   "}, 400, "text"),
     ({"text": "Hi.", "voice": {"temperature": 9}}, 400, "temperature"),
     ({"voice": {}}, 400, "text"),
+    ({"text": "Hi.", "audio": {"stream": 0}}, 400, "stream"),  # strict JSON: 0 is not a boolean
 ])
 def test_tts_refusals_are_json_errors(embedded_server: Server, body: dict, status: int, param: str) -> None:
     r = httpx.post(embedded_server.url + "/api/tts", json=body)
