@@ -127,7 +127,15 @@ class GatewayMetrics:
     # -- other transports (Wyoming) -------------------------------------------------------------
     @staticmethod
     def label_route(route: str, request_id: str = "") -> None:
-        """Label what the current task (and tasks it starts) asks of the service with `route`."""
+        """Label what the current task (and tasks it starts) asks of the service with `route`.
+
+        Inside an HTTP request or WebSocket (a protocol adapter naming itself, e.g. "chatterbox"), the
+        middleware's context is relabelled, so its own count of the request uses the same label.
+        """
+        ctx = _CONTEXT.get()
+        if ctx is not None and ctx.method != "TCP":
+            ctx.route = route
+            return
         _CONTEXT.set(_RequestContext(route, "TCP", request_id))
 
     # -- SpeechObserver ------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 - `AudioStreamOperation`: a route's `operation_class=` for handlers that return a `Stream` of audio;
   Litestar can name only one media type per response, our 200 is any of the six response formats
   or Server-Sent Events, chosen by the request body.
+- `OptionalBodyOperation`: for handlers whose JSON body may be left out.
 - `docs_ui()`: Swagger UI at `/schema`, its assets served from the swagger-ui-bundle-v2 package under
   `/schema/assets` (Litestar's default loads them from a CDN: no API docs offline).
 """
@@ -15,7 +16,15 @@ from dataclasses import dataclass
 from litestar import Router
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    Schema,
+)
 
 from app.audio.encoding import CONTENT_TYPES
 from app.speech.protocol import ErrorResponse
@@ -119,6 +128,15 @@ class JsonOrZipOperation(Operation):
         if isinstance(ok, OpenAPIResponse) and ok.content is not None:
             ok.content["application/zip"] = OpenAPIMediaType(
                 schema=Schema(type=OpenAPIType.STRING, format="binary", description="with `output: zip`"))
+
+
+@dataclass
+class OptionalBodyOperation(Operation):
+    """For handlers whose JSON body may be left out (`data: X | None = None`); Litestar marks every body required."""
+
+    def __post_init__(self) -> None:
+        if self.request_body is not None and not isinstance(self.request_body, Reference):
+            self.request_body.required = False
 
 
 DOCS_ASSETS = "/schema/assets"

@@ -15,6 +15,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from app.ops.auth import require_api_key
 from app.ops.errors import validation_param
+from app.ops.openapi import OptionalBodyOperation
 from app.sockets.protocol import ProtocolError
 from app.sockets.session import Credentials, IdleTimeout, WsChannel
 from app.voicereader.jobs import JobHub
@@ -180,7 +181,7 @@ async def speak(request: Request, data: VoiceReaderSpeakRequest) -> VoiceReaderS
 
 
 @post("/v1/cancel", summary="VoiceReader: cancel a speak job", status_code=200, responses=_errors(400, 401, 404),
-      **_COMMON)
+      operation_class=OptionalBodyOperation, **_COMMON)
 async def cancel(request: Request, data: VoiceReaderCancelRequest | None = None) -> VoiceReaderCancelResponse:
     """Stop a job (queued or speaking) by `job_id`; without one, the current job and every queued one.
     Answered once each is over: its `JOB_CANCELED` is sent and its admission slot is free."""
@@ -193,7 +194,7 @@ async def cancel(request: Request, data: VoiceReaderCancelRequest | None = None)
 
 
 @post("/v1/warmup", summary="VoiceReader: warm up the engine", status_code=200, responses=_errors(400, 401, 429, 503),
-      **_COMMON)
+      operation_class=OptionalBodyOperation, **_COMMON)
 async def warmup(request: Request, data: VoiceReaderWarmupRequest | None = None) -> VoiceReaderWarmupResponse:
     """Synthesize a short sentence (skipped when already warm unless `force`); `wait: true` answers when it
     is done, with its outcome (a refusal such as RATE_LIMITED is the error it met). `/v1/health`'s
