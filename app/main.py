@@ -20,6 +20,7 @@ from app.ops.origins import cors_origins, origin_guard
 from app.ops.playground import playground_assets, playground_page
 from app.ops.request_id import request_id_middleware
 from app.ops.routes import healthz, list_models, readyz, retrieve_model
+from app.ops.strict_body import strict_json_body
 from app.settings import Settings, load_settings
 from app.sockets.routes import speak_demo, speak_socket, speech_stream_socket
 from app.speech.routes import create_speech
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[v1, healthz, readyz, metrics_endpoint, speak_socket, speech_stream_socket, speak_demo,
                         playground_page, playground_assets(), docs_assets, *adapters],
         lifespan=[lifespan],
+        before_request=strict_json_body,
         exception_handlers={Exception: handle_exception},
         middleware=[request_id_middleware, metrics.middleware, origin_guard(origins, keyed)],
         cors_config=CORSConfig(allow_origins=origins, expose_headers=["x-request-id", "retry-after"]) if origins

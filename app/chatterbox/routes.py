@@ -22,7 +22,6 @@ from app.chatterbox.serving import (
     health,
     set_default_voice,
     speech_params,
-    strictly,
     upload_voice,
     voice_listing,
 )
@@ -94,7 +93,6 @@ async def chatterbox_health(request: Request) -> Response[Health]:
       operation_class=_AudioOperation)
 async def chatterbox_tts(request: Request, data: TTSRequest) -> ClosingStream:
     service = _service(request)
-    data = strictly(await request.body(), TTSRequest)
     fmt, rate = format_of(data, "wav")
     params = speech_params(data, request.app, service, request_id_of(request.scope), fmt)
     stream, encoder = await open_with_encoder(service, params, fmt, rate)

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from litestar import Request
@@ -44,7 +44,6 @@ from engine.service import SpeechParams, SpeechService
 
 ROUTE = "chatterbox"  # the metrics' route label of everything this adapter asks of the service
 _STATE_KEY = "chatterbox_default_voice"
-T = TypeVar("T")
 
 
 def voice_stem(path: str) -> str:
@@ -88,19 +87,6 @@ def format_of(fields: _SpeechFields, default: str) -> tuple[str, int]:
         return fmt, output_rate(fmt, audio.sample_rate if audio else None)
     except ValueError as e:
         raise InvalidRequest(str(e), param="sample_rate") from None
-
-
-def strictly(body: bytes, struct: type[T]) -> T:
-    """`body` decoded without Litestar's lenient conversions (`"stream": 0` is not a boolean); a 400 naming the
-    field otherwise. Litestar has decoded it once already, for the documented signature."""
-    try:
-        return msgspec.json.decode(body, type=struct)
-    except msgspec.ValidationError as e:
-        found = re.search(r"at `\$\.([\w.]+)`", str(e)) or re.search(r"missing required field `(\w+)`", str(e))
-        param = found.group(1).split(".")[-1] if found else None
-        raise InvalidRequest(f"invalid request: {e}", param=param) from None
-    except msgspec.DecodeError as e:
-        raise InvalidRequest(f"invalid JSON body: {e}") from None
 
 
 # -- the default voice ---------------------------------------------------------------------------
