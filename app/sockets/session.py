@@ -355,16 +355,18 @@ class UtterancePlayer:
 
     async def _produce(self, utterance: Utterance, chunks: asyncio.Queue[AudioChunk | None],
                        first_sent: asyncio.Event) -> None:
-        stream = await self.service.open(utterance.params)
         try:
-            async with contextlib.aclosing(aiter(stream)) as audio:
-                async for chunk in audio:
-                    chunks.put_nowait(chunk)
-                    # Asking for the next chunk lets the engine step again (StepWorker's first_item_handoff):
-                    # not before the first frame is out.
-                    await first_sent.wait()
+            stream = await self.service.open(utterance.params)  # a refusal (busy) ends the sender too
+            try:
+                async with contextlib.aclosing(aiter(stream)) as audio:
+                    async for chunk in audio:
+                        chunks.put_nowait(chunk)
+                        # Asking for the next chunk lets the engine step again (StepWorker's first_item_handoff):
+                        # not before the first frame is out.
+                        await first_sent.wait()
+            finally:
+                await stream.aclose()
         finally:
-            await stream.aclose()
             chunks.put_nowait(None)
 
 
