@@ -16,7 +16,7 @@ PACKAGES = ("app", "engine")
 # engines, and the CLI's `random-model` writes a Qwen3 checkpoint. Only these may name a concrete engine.
 ASSEMBLY = ("app.main", "app.settings", "app.wiring", "app.cli.main")
 CONCRETE_ENGINES = ("engine.qwen", "engine.embedded")
-FAMILIES = {"speech", "batch", "voices", "sockets", "audio", "ops", "cli", "wiring", "static", "wyoming"}
+FAMILIES = {"speech", "batch", "voices", "sockets", "audio", "ops", "cli", "wiring", "static", "wyoming", "soprano"}
 # each drop-in protocol adapter (app/wiring/protocols.py) adds its package here
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from app.settings import Settings
+from app.soprano.routes import ROUTES as SOPRANO_ROUTES
 
 # name → the adapter's route handlers; one line per protocol.
 ADAPTERS: dict[str, list[Any]] = {}
+ADAPTERS["soprano"] = SOPRANO_ROUTES
 
 
 def enabled_protocols(settings: Settings) -> tuple[str, ...]:
