@@ -75,6 +75,13 @@ class IncrementalSegmenter:
     releases the rest. Nothing is lost or repeated, however the text was split: the released
     segments joined with single spaces equal the whitespace-normalised input (except where a word
     longer than `max_chars` had to be cut, or CJK punctuation ended a segment with no space after it).
+
+    Options for clients that tune chunking (all off by default): a complete sentence shorter than
+    `min_chars` characters or `min_segment_words` words waits to be joined with what follows (until
+    a pause, a delay or `finish()` releases it); with `max_delay_s`, text whose oldest part has
+    waited that long is released by `poll()` whatever its length: up to its last word boundary while
+    text keeps arriving, all of it once nothing new came for `max_delay_s` either. `due_in()` says
+    when `poll()` may next release something.
     """
 
     def __init__(
@@ -84,15 +91,22 @@ class IncrementalSegmenter:
         clause_chars: int = 120,
         idle_flush_s: float = 1.0,
         min_words: int = 6,
+        min_chars: int = 0,
+        min_segment_words: int = 0,
+        max_delay_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.max_chars = max_chars
         self.clause_chars = clause_chars
         self.idle_flush_s = idle_flush_s
         self.min_words = min_words
+        self.min_chars = min_chars
+        self.min_segment_words = min_segment_words
+        self.max_delay_s = max_delay_s
         self._clock = clock
         self._buf = ""
         self._last_change = clock()
+        self._since: float | None = None  # when the oldest text still in the buffer arrived (about)
 
     @property
     def pending(self) -> str:
@@ -102,7 +116,22 @@ class IncrementalSegmenter:
         if piece:
             self._buf += piece
             self._last_change = self._clock()
+            if self._since is None and self._buf.strip():
+                self._since = self._last_change
         return self._release(final=False)
+
+    def due_in(self) -> float | None:
+        """Seconds until `poll()` may release something (None: only new text or `finish()` will)."""
+        if not self._buf.strip():
+            return None
+        now = self._clock()
+        deadlines = [self._last_change + self.idle_flush_s]
+        if self.max_delay_s is not None:
+            deadlines.append(self._last_change + self.max_delay_s)
+            if self._since is not None:
+                deadlines.append(self._since + self.max_delay_s)
+        future = [d - now for d in deadlines if d > now]
+        return min(future) if future else None
 
     def poll(self) -> list[str]:
         """Call periodically: releases text that has waited `idle_flush_s` without a boundary.
@@ -111,9 +140,18 @@ class IncrementalSegmenter:
         whatever its length; otherwise at least `min_words` words must wait, and an unfinished last
         word stays behind.
         """
-        if not self._buf.strip() or self._clock() - self._last_change < self.idle_flush_s:
+        if not self._buf.strip():
             return []
+        idle = self._clock() - self._last_change
         tail = self._buf.rstrip()
+        if self.max_delay_s is not None and self._since is not None and self._clock() - self._since >= self.max_delay_s:
+            if idle >= self.max_delay_s or self._buf[-1].isspace():
+                return self._emit(len(self._buf))
+            last_gap = re.search(r"\s\S*$", tail)
+            if last_gap and self._buf[: last_gap.start()].strip():
+                return self._emit(last_gap.start())  # the last word may still be arriving
+        if idle < self.idle_flush_s:
+            return []
         if len(tail) in _cut_points(tail + " ", _SENTENCE_END):
             return self._emit(len(self._buf))
         if len(self._buf.split()) < self.min_words:
@@ -128,6 +166,7 @@ class IncrementalSegmenter:
 
     def _emit(self, cut: int) -> list[str]:
         head, self._buf = self._buf[:cut], self._buf[cut:]
+        self._since = self._last_change if self._buf.strip() else None
         return self._segments(head)
 
     def _segments(self, head: str) -> list[str]:
@@ -141,10 +180,12 @@ class IncrementalSegmenter:
         buf = self._buf
         start = 0
         for cut in _cut_points(buf, _SENTENCE_END):
-            if cut < len(buf):
+            if cut < len(buf) and self._long_enough(buf[start:cut]):
                 out.extend(self._segments(buf[start:cut]))
                 start = cut
         self._buf = buf[start:]
+        if start:
+            self._since = self._last_change if self._buf.strip() else None
         while True:
             if len(self._buf) > self.clause_chars:
                 clause = [c for c in _cut_points(self._buf, _CLAUSE_END) if c < len(self._buf)]
@@ -160,4 +201,9 @@ class IncrementalSegmenter:
             out.extend(self._emit(len(self._buf)))
         if final:
             self._buf = ""
+            self._since = None
         return out
+
+    def _long_enough(self, sentence: str) -> bool:
+        """A complete sentence may go out alone (else it waits to be joined with what follows)."""
+        return len(sentence.strip()) >= self.min_chars and len(sentence.split()) >= self.min_segment_words

@@ -209,8 +209,11 @@ class GatewayMetrics:
             if scope["type"] not in ("http", "websocket"):
                 await app(scope, receive, send)
                 return
-            # The route template, not the raw path, so label cardinality stays bounded.
-            route = scope.get("path_template") or scope.get("path", "")
+            # The route template, not the raw path, so label cardinality stays bounded; a handler may
+            # name its own label (a drop-in protocol's socket: `opt={"metrics_route": "soprano"}`).
+            handler = scope.get("route_handler")
+            route = ((handler.opt.get("metrics_route") if handler is not None else None)
+                     or scope.get("path_template") or scope.get("path", ""))
             ctx = _RequestContext(route, scope.get("method", "WS"), scope.get("state", {}).get("request_id", ""))
             token = _CONTEXT.set(ctx)
 

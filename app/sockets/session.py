@@ -1,5 +1,6 @@
-"""What both speech WebSockets share: credentials, one send path, receiving with limits, and the
-utterance player that speaks one utterance at a time through SpeechService.
+"""What the speech WebSockets share: credentials, one send path, receiving with limits, the
+utterance player that speaks one utterance at a time through SpeechService, and the text feed that
+cuts text streamed in into segments to speak.
 
 Two tasks per connection: the route's receive loop (reads client frames, so `cancel` is seen while
 audio is going out) and the player's worker (synthesizes queued utterances in order, never two at
@@ -28,6 +29,7 @@ from app.sockets.protocol import RATE_LIMITED, SYNTHESIS_ERROR, ProtocolError, d
 from engine.base import AudioChunk
 from engine.errors import SpeechError
 from engine.service import SpeechParams, SpeechService
+from engine.text import IncrementalSegmenter
 
 log = logging.getLogger("app.ws")
 
@@ -207,16 +209,18 @@ class UtteranceEvents(Protocol):
 
 
 Marker = Callable[[], Awaitable[None]]
+Wrap = Callable[["Utterance", bytes], bytes]
 
 
 class UtterancePlayer:
     """A FIFO of utterances (and markers: callbacks run in queue order) spoken one at a time."""
 
     def __init__(self, service: SpeechService, channel: WsChannel, events: UtteranceEvents,
-                 max_queued: int | None = None, clock: PlaybackClock | None = None):
+                 max_queued: int | None = None, clock: PlaybackClock | None = None, wrap: Wrap | None = None):
         self.service = service
         self.channel = channel
         self.events = events
+        self.wrap = wrap  # a protocol that frames each binary message (a header before the PCM)
         self.max_queued = max_queued
         self.clock = clock or PlaybackClock(0.0)
         self.current: Utterance | None = None
@@ -345,20 +349,81 @@ class UtterancePlayer:
     async def _send_frames(self, frames: Iterable[bytes], framer: PcmFramer, utterance: Utterance) -> bool:
         for frame in frames:
             await self.clock.before_send(len(frame) / framer.bytes_per_sample / framer.sample_rate)
-            if not await self.channel.send_audio(frame, utterance):
+            if not await self.channel.send_audio(self.wrap(utterance, frame) if self.wrap else frame, utterance):
                 return False
         return True
 
     async def _produce(self, utterance: Utterance, chunks: asyncio.Queue[AudioChunk | None],
                        first_sent: asyncio.Event) -> None:
-        stream = await self.service.open(utterance.params)
         try:
-            async with contextlib.aclosing(aiter(stream)) as audio:
-                async for chunk in audio:
-                    chunks.put_nowait(chunk)
-                    # Asking for the next chunk lets the engine step again (StepWorker's first_item_handoff):
-                    # not before the first frame is out.
-                    await first_sent.wait()
+            stream = await self.service.open(utterance.params)  # a refusal (busy) ends the sender too
+            try:
+                async with contextlib.aclosing(aiter(stream)) as audio:
+                    async for chunk in audio:
+                        chunks.put_nowait(chunk)
+                        # Asking for the next chunk lets the engine step again (StepWorker's first_item_handoff):
+                        # not before the first frame is out.
+                        await first_sent.wait()
+            finally:
+                await stream.aclose()
         finally:
-            await stream.aclose()
             chunks.put_nowait(None)
+
+
+# -- text streamed in -------------------------------------------------------------------------
+# Text accepted but not yet spoken, per socket: a client far faster than speech is told to slow down
+# (vLLM-Omni bounds the same buffer at 100k characters).
+MAX_PENDING_CHARS = 100_000
+OFF_LOOP_CHARS = 256  # pieces longer than this are segmented on a worker thread
+
+
+class TextFeed:
+    """Text streamed in, cut into segments to speak: an IncrementalSegmenter, the bound on text
+    waiting to be spoken (buffered here or queued in the player), and the timer that polls the
+    segmenter when it says text is due (a pause, or a maximum delay), so text left without a
+    boundary is not held forever."""
+
+    def __init__(self, segmenter: IncrementalSegmenter, player: UtterancePlayer,
+                 speak: Callable[[list[str]], None]):
+        self.segmenter = segmenter
+        self.player = player
+        self.speak = speak
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def push(self, text: str, what: str) -> None:
+        """Segment `text` and speak what is complete; ProtocolError(RATE_LIMITED) naming `what` (the
+        protocol's message) when too much text is waiting."""
+        waiting = len(self.segmenter.pending) + sum(len(u.text) for u in self.player.pending)
+        if waiting + len(text) > MAX_PENDING_CHARS:
+            raise ProtocolError(f"more than {MAX_PENDING_CHARS} characters waiting to be spoken; this {what} was "
+                                "dropped, send it again once audio has caught up", RATE_LIMITED)
+        if len(text) > OFF_LOOP_CHARS:
+            # Segmenting is linear, but a few ms per large piece times many sockets still adds up on the
+            # event loop; the timer is stopped first so nothing else touches the segmenter.
+            self.close()
+            segments = await asyncio.to_thread(self.segmenter.push, text)
+        else:
+            segments = self.segmenter.push(text)  # LLM tokens: a thread hop would cost more than the work
+        self.speak(segments)
+        self._arm()
+
+    def finish(self) -> None:
+        """Speak everything still buffered."""
+        self.close()
+        self.speak(self.segmenter.finish())
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        self.close()
+        due = self.segmenter.due_in()
+        if due is not None:
+            self._timer = asyncio.get_running_loop().call_later(due + 0.02, self._poll)
+
+    def _poll(self) -> None:
+        self._timer = None
+        self.speak(self.segmenter.poll())
+        self._arm()

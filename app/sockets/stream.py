@@ -11,7 +11,6 @@ keeps arriving.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import msgspec
@@ -19,7 +18,6 @@ from litestar import WebSocket
 
 from app.settings import Settings
 from app.sockets.protocol import (
-    RATE_LIMITED,
     STREAM_TYPES,
     TIMEOUT,
     UNAUTHORIZED,
@@ -35,18 +33,13 @@ from app.sockets.protocol import (
     StreamError,
     error_code,
 )
-from app.sockets.session import IdleTimeout, SocketSession, Utterance, UtterancePlayer
+from app.sockets.session import IdleTimeout, SocketSession, TextFeed, Utterance, UtterancePlayer
 from app.speech.serving import model_engine
 from engine.base import Priority
 from engine.errors import SpeechError
 from engine.languages import normalize_language
 from engine.service import SpeechParams, SpeechService
 from engine.text import IncrementalSegmenter
-
-# Text accepted but not yet spoken, per socket: an LLM far faster than speech is told to slow down
-# (vLLM-Omni bounds the same buffer at 100k characters).
-MAX_PENDING_CHARS = 100_000
-OFF_LOOP_CHARS = 256  # input.text pieces longer than this are segmented on a worker thread
 
 
 class TextStreamSession(SocketSession):
@@ -59,10 +52,9 @@ class TextStreamSession(SocketSession):
         self.player: UtterancePlayer
         self.config: SessionConfig | None = None
         self.engine: str | None = None
-        self.segmenter: IncrementalSegmenter | None = None  # None: between sessions
+        self.feed: TextFeed | None = None  # None: between sessions
         self.sentences = 0
         self._sessions = 0
-        self._flush_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         verdict = self.credentials.verdict(self.keys)
@@ -95,8 +87,8 @@ class TextStreamSession(SocketSession):
                                                 message=f"no message for {self.settings.ws_idle_timeout:g}s"))
             await self.channel.close(1000, "idle")
         finally:
-            if self._flush_timer is not None:
-                self._flush_timer.cancel()
+            if self.feed is not None:
+                self.feed.close()
             await self.player.close()
 
     async def _handle(self, event: StreamClientEvent) -> None:
@@ -108,7 +100,7 @@ class TextStreamSession(SocketSession):
             self._finish()
 
     def _configure(self, config: SessionConfig) -> None:
-        if self.segmenter is not None:
+        if self.feed is not None:
             raise ProtocolError("session.config is only accepted before the first input.text or after "
                                 "input.done")
         engine = model_engine(config.model, set(self.service.engines)) if config.model else None
@@ -116,57 +108,22 @@ class TextStreamSession(SocketSession):
         normalize_language(config.language)  # refuse an unknown language now, not at the first sentence
         self.config, self.engine = msgspec.structs.replace(config, voice=voice.id), engine
 
-    def _begin_session(self) -> IncrementalSegmenter:
+    def _begin_session(self) -> TextFeed:
         if self.config is None:
             self.config = SessionConfig()  # text without a config: the defaults, as a bare `speak` has
         self._sessions += 1
         self.sentences = 0
-        self.segmenter = IncrementalSegmenter(max_chars=self.settings.max_segment_chars)
-        return self.segmenter
+        self.feed = TextFeed(IncrementalSegmenter(max_chars=self.settings.max_segment_chars), self.player,
+                             self._speak)
+        return self.feed
 
     async def _input(self, text: str) -> None:
-        segmenter = self.segmenter or self._begin_session()
-        waiting = len(segmenter.pending) + sum(len(u.text) for u in self.player.pending)
-        if waiting + len(text) > MAX_PENDING_CHARS:
-            raise ProtocolError(f"more than {MAX_PENDING_CHARS} characters waiting to be spoken; this input.text "
-                                "was dropped, send it again once audio has caught up", RATE_LIMITED)
-        if len(text) > OFF_LOOP_CHARS:
-            # Segmenting is linear, but a few ms per large piece times many sockets still adds up on the
-            # event loop; the idle-flush timer is stopped first so nothing else touches the segmenter.
-            self._cancel_flush_timer()
-            sentences = await asyncio.to_thread(segmenter.push, text)
-        else:
-            sentences = segmenter.push(text)  # LLM tokens: a thread hop would cost more than the work
-        self._speak(sentences)
-        self._arm_flush_timer(segmenter)
-
-    def _cancel_flush_timer(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-
-    def _arm_flush_timer(self, segmenter: IncrementalSegmenter) -> None:
-        """Release text that sits without a boundary once the segmenter's pause has passed."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        if segmenter.pending.strip():
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(segmenter.idle_flush_s + 0.02, self._idle_flush, segmenter)
-
-    def _idle_flush(self, segmenter: IncrementalSegmenter) -> None:
-        self._flush_timer = None
-        if segmenter is self.segmenter:
-            self._speak(segmenter.poll())
+        await (self.feed or self._begin_session()).push(text, "input.text")
 
     def _finish(self) -> None:
-        segmenter = self.segmenter or self._begin_session()
-        self._speak(segmenter.finish())
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
+        (self.feed or self._begin_session()).finish()
         total = self.sentences
-        self.segmenter = None  # a new session.config may come now; its sentences queue behind this one
+        self.feed = None  # a new session.config may come now; its sentences queue behind this one
 
         async def done() -> None:
             await self.channel.send(SessionDone(total_sentences=total))
@@ -174,7 +131,7 @@ class TextStreamSession(SocketSession):
         self.player.enqueue(done)
 
     async def _close(self) -> None:
-        if self.segmenter is not None:
+        if self.feed is not None:
             self._finish()
         await self.player.wait_idle()
         await self.channel.close(1000, "session.close")

@@ -11,11 +11,13 @@ from typing import Any
 
 from app.chatterbox.routes import ROUTES as CHATTERBOX_ROUTES
 from app.settings import Settings
+from app.soprano.routes import ROUTES as SOPRANO_ROUTES
 from app.voicereader.routes import ROUTES as VOICEREADER_ROUTES
 
 # name → the adapter's route handlers; one line per protocol.
 ADAPTERS: dict[str, list[Any]] = {}
 ADAPTERS["chatterbox"] = CHATTERBOX_ROUTES
+ADAPTERS["soprano"] = SOPRANO_ROUTES
 ADAPTERS["voicereader"] = VOICEREADER_ROUTES
 
 

@@ -118,6 +118,77 @@ def test_idle_flush_keeps_reassembly_exact() -> None:
     assert " ".join(out) == _normalised(PARAGRAPH)
 
 
+
+def test_short_sentences_wait_to_be_joined_under_min_chars_and_min_segment_words() -> None:
+    segmenter = IncrementalSegmenter(min_chars=20, min_segment_words=3)
+    assert segmenter.push("Hi. Yes, ok. ") == []  # 3 words, 12 characters: too short alone
+    assert segmenter.push("This one is long enough. And") == ["Hi. Yes, ok. This one is long enough."]
+    assert segmenter.push(" two words. Then") == []  # "And two words." waits: 14 characters
+    assert segmenter.finish() == ["And two words. Then"]
+
+
+def test_default_releases_even_one_word_sentences() -> None:
+    assert IncrementalSegmenter().push("Hi. Yes. ") == ["Hi.", "Yes."]  # the other sockets' behaviour
+
+
+def test_max_delay_releases_text_without_a_boundary() -> None:
+    clock = FakeClock()
+    segmenter = IncrementalSegmenter(max_delay_s=0.25, min_words=6, clock=clock)
+    assert segmenter.push("one two thr") == []
+    assert segmenter.due_in() == pytest.approx(0.25)
+    clock.now += 0.125
+    assert segmenter.push("ee fo") == []
+    assert segmenter.due_in() == pytest.approx(0.125)  # the oldest text's deadline, not the newest
+    clock.now += 0.125
+    assert segmenter.poll() == ["one two three"]  # fewer than min_words: the delay wins; "fo" may be growing
+    assert segmenter.pending == " fo"
+    assert segmenter.due_in() == pytest.approx(0.125)  # the rest arrived 0.125 s ago
+    clock.now += 0.125
+    assert segmenter.poll() == ["fo"]  # nothing new for max_delay: the last word is taken as whole
+    assert segmenter.pending == "" and segmenter.due_in() is None
+
+
+def test_max_delay_counts_from_the_oldest_text_while_text_keeps_coming() -> None:
+    clock = FakeClock()
+    segmenter = IncrementalSegmenter(max_delay_s=0.25, clock=clock)
+    out: list[str] = []
+    for word in "a stream of words that never reaches a sentence end at all".split():
+        out += segmenter.push(word + " ")
+        clock.now += 0.1
+        out += segmenter.poll()
+    assert out and all(len(s.split()) <= 3 for s in out)  # released every ~0.25 s, never all at the end
+    out += segmenter.finish()
+    assert " ".join(out) == "a stream of words that never reaches a sentence end at all"
+
+
+def test_due_in_without_max_delay_is_the_idle_pause() -> None:
+    clock = FakeClock()
+    segmenter = IncrementalSegmenter(idle_flush_s=1.0, clock=clock)
+    assert segmenter.due_in() is None
+    segmenter.push("two words")
+    assert segmenter.due_in() == pytest.approx(1.0)
+    clock.now += 1.5
+    assert segmenter.poll() == []  # too few words for a pause
+    assert segmenter.due_in() is None  # and nothing will change that but new text
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_chunking_options_keep_reassembly_exact(seed: int) -> None:
+    rng = random.Random(seed)
+    clock = FakeClock()
+    segmenter = IncrementalSegmenter(max_chars=60, min_chars=24, min_segment_words=2, max_delay_s=0.22,
+                                     clock=clock)
+    out: list[str] = []
+    for piece in _random_pieces(PARAGRAPH, rng):
+        out += segmenter.push(piece)
+        clock.now += rng.choice([0.0, 0.05, 0.3])
+        out += segmenter.poll()
+    out += segmenter.finish()
+    assert all(len(s) <= 60 for s in out)
+    # Nothing lost or repeated; a word stalled for longer than max_delay is spoken in two parts.
+    assert "".join(out).replace(" ", "") == "".join(PARAGRAPH.split())
+
+
 def test_push_is_linear_in_the_text():
     """64 KB of short sentences in one piece: tens of ms now; the old rescan-per-sentence took minutes."""
     import time

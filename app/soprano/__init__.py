@@ -1,0 +1,1 @@
+"""Soprano-RS clients: its WebSocket `/v1/stream` over SpeechService (`app.wiring.protocols`)."""
