@@ -16,7 +16,6 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType
 from app.audio.encoding import content_type
 from app.chatterbox.protocol import DefaultVoice, DefaultVoiceRequest, Health, TTSRequest, Uploaded, VoiceListing
 from app.chatterbox.serving import (
-    ROUTE,
     default_voice,
     format_of,
     health,
@@ -28,7 +27,6 @@ from app.chatterbox.serving import (
 from app.chatterbox.session import ChatterboxSession
 from app.ops.auth import require_api_key
 from app.ops.closing_stream import ClosingStream
-from app.ops.metrics import GatewayMetrics
 from app.ops.openapi import error_responses
 from app.ops.request_id import request_id_of
 from app.speech.serving import audio_body, open_with_encoder
@@ -72,7 +70,6 @@ class _UploadOperation(Operation):
 
 
 def _service(connection: Request | WebSocket) -> SpeechService:
-    GatewayMetrics.label_route(ROUTE)
     return connection.app.state.service
 
 
@@ -80,7 +77,6 @@ def _service(connection: Request | WebSocket) -> SpeechService:
     503: ResponseSpec(Health, description="Still loading: `status` is \"loading\"", generate_examples=False)})
 async def chatterbox_health(request: Request) -> Response[Health]:
     """`status` (healthy / loading), `loaded_models`, `device`, `version`; no API key needed."""
-    GatewayMetrics.label_route(ROUTE)
     body = health(getattr(request.app.state, "service", None))
     return Response(body, status_code=200 if body.status == "healthy" else 503)
 

@@ -42,7 +42,6 @@ from engine.errors import InvalidRequest, PayloadTooLarge, SpeechError
 from engine.languages import normalize_language
 from engine.service import SpeechParams, SpeechService
 
-ROUTE = "chatterbox"  # the metrics' route label of everything this adapter asks of the service
 _STATE_KEY = "chatterbox_default_voice"
 
 

@@ -38,14 +38,12 @@ from app.chatterbox.protocol import (
     VoiceSet,
 )
 from app.chatterbox.serving import (
-    ROUTE,
     device_of,
     format_of,
     loaded_models,
     set_default_voice,
     speech_params,
 )
-from app.ops.metrics import GatewayMetrics
 from app.sockets.protocol import ProtocolError
 from app.sockets.session import IdleTimeout, SocketSession
 from app.speech.serving import audio_body, open_with_encoder
@@ -86,7 +84,6 @@ class ChatterboxSession(SocketSession):
         return self._running or not self._jobs.empty()
 
     async def run(self) -> None:
-        GatewayMetrics.label_route(ROUTE, self.conn_id)
         verdict = self.credentials.verdict(self.keys)
         await self.channel.accept(self.credentials.subprotocol)
         if verdict != "ok":

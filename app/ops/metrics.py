@@ -210,7 +210,7 @@ class GatewayMetrics:
                 await app(scope, receive, send)
                 return
             # The route template, not the raw path, so label cardinality stays bounded; a handler may
-            # name its own label (a drop-in protocol's socket: `opt={"metrics_route": "soprano"}`).
+            # name its own label (each drop-in protocol's router: `opt={"metrics_route": "soprano"}`).
             handler = scope.get("route_handler")
             route = ((handler.opt.get("metrics_route") if handler is not None else None)
                      or scope.get("path_template") or scope.get("path", ""))

@@ -6,10 +6,8 @@ from litestar import WebSocket, websocket
 
 from app.soprano.session import SopranoSession
 
-ROUTE = "soprano"  # the metrics' route label for this socket's sessions and segments
 
-
-@websocket("/v1/stream", opt={"metrics_route": ROUTE})
+@websocket("/v1/stream")
 async def soprano_stream(socket: WebSocket) -> None:
     """Soprano-RS streaming TTS: `config`, `text`, `flush`, `stop`; framed PCM16 out. Auth is checked by
     the session, which accepts first so that a refused client reads an `error` before the 1008 close."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Router
+
 from app.chatterbox.routes import ROUTES as CHATTERBOX_ROUTES
 from app.settings import Settings
 from app.soprano.routes import ROUTES as SOPRANO_ROUTES
@@ -34,5 +36,7 @@ def enabled_protocols(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(asked))
 
 
-def protocol_routes(settings: Settings) -> list[Any]:
-    return [handler for name in enabled_protocols(settings) for handler in ADAPTERS[name]]
+def protocol_routes(settings: Settings) -> list[Router]:
+    """One router per enabled adapter; `/metrics` counts everything it serves under the protocol's name."""
+    return [Router("/", route_handlers=ADAPTERS[name], opt={"metrics_route": name})
+            for name in enabled_protocols(settings)]
