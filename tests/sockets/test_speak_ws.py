@@ -261,6 +261,25 @@ async def test_queue_bound_idle_timeout_and_a_slot_per_utterance(server_factory)
 
 
 # -- auth -------------------------------------------------------------------------------------
+async def test_a_busy_server_answers_the_speak_with_an_error(server_factory) -> None:
+    """The admission refusal itself (no slot, no server queue) reaches the client as RATE_LIMITED at once,
+    instead of the utterance waiting forever for audio; the socket speaks again once the slot is back."""
+    server = server_factory("--max-concurrent", "1", "--max-queue", "0")
+    async with await connect(server) as a, await connect(server) as b:
+        await ready(a)
+        await ready(b)
+        await a.send(json.dumps({"type": "speak", "text": LONG_TEXT}))  # paced: holds the one slot for a minute
+        assert isinstance(await receive(a), bytes)
+        await b.send(json.dumps({"type": "speak", "text": "Is there room for me?"}))
+        refused = await receive(b, timeout=5)
+        assert isinstance(refused, dict) and refused["type"] == "error", refused
+        assert refused["code"] == "RATE_LIMITED" and refused["recoverable"] is True
+        await a.send(json.dumps({"type": "cancel"}))
+        await receive_until(a, "audio_end")
+        chunks, _ = await speak_once(b, "Now there is.")
+        assert pcm16(chunks).size > 0
+
+
 async def _speaks(ws: ClientConnection) -> None:
     await ready(ws)
     chunks, _ = await speak_once(ws, "Authorized.")
