@@ -103,7 +103,8 @@ class SchedulerStats:
     prefills: int = 0
     graph_replays: int = 0
     eager_steps: int = 0
-    decode_seconds: float = 0.0
+    decode_seconds: float = 0.0  # whole iterations: steps, joins, codec decoding, delivery
+    codec_seconds: float = 0.0  # ... of which turning due codes into audio
     primed: int = 0  # clone-voice decoder states computed from reference codes
     primed_reused: int = 0  # ... and copied from the per-instance cache instead
     rows_per_step: list[int] = field(default_factory=lambda: [0] * len(ROW_BUCKETS))
@@ -115,12 +116,14 @@ class FrameScheduler:
 
     def __init__(self, worker: StepWorker, loaded: Any, *, max_batch: int = 8, first_chunk_frames: int = 2,
                  chunk_frames: int = 8, prefill_rows: int = 4, cuda_graphs: bool = True, context: int = 2048,
+                 packed_gemm: bool = True,
                  primed_cache: int = 16):
         self.worker, self.loaded = worker, loaded
         self.max_batch = max(1, int(max_batch))
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
         self.prefill_rows = max(1, int(prefill_rows))
         self.want_graphs, self.context = cuda_graphs, context
+        self.want_packed, self.packed_linears = packed_gemm, 0
         self.stats = SchedulerStats()
         self.batch: Any = None
         self.graphs: Any = None  # CudaGraphs once captured
@@ -218,7 +221,9 @@ class FrameScheduler:
                 ended.append(slot)
             elif len(row.pending) >= row.due:
                 due.append(row)
+        t1 = time.perf_counter()
         self._deliver(due + [self.running[slot] for slot in ended])
+        self.stats.codec_seconds += time.perf_counter() - t1
         for slot in sorted(ended, reverse=True):
             row = self.running[slot]
             self._leave(slot)
@@ -249,6 +254,10 @@ class FrameScheduler:
             # CUDA: fixed buffers (graphs replay on their addresses); CPU: grow with the longest row.
             self.batch = FrameBatch(self.loaded, self.max_batch, context=self.context if cuda else 256,
                                     text=512 if cuda else 64, grow=not cuda, static=cuda and self.want_graphs)
+            if not cuda and self.want_packed:
+                from .cpu_gemm import pack_linears
+
+                self.packed_linears = pack_linears(self.batch.predictor)
             if cuda and self.want_graphs:
                 from .cuda_graphs import CudaGraphs
 
@@ -266,7 +275,7 @@ class FrameScheduler:
 
     def graph_report(self) -> dict[str, Any]:
         if self.graphs is None:
-            return {"cuda_graphs": False}
+            return {"cuda_graphs": False, "packed_linears": self.packed_linears}
         return {"cuda_graphs": True, "buckets": list(self.graphs.buckets),
                 "capture_seconds": round(self.graphs.capture_seconds, 3)}
 
