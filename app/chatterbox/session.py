@@ -84,13 +84,7 @@ class ChatterboxSession(SocketSession):
         return self._running or not self._jobs.empty()
 
     async def run(self) -> None:
-        verdict = self.credentials.verdict(self.keys)
-        await self.channel.accept(self.credentials.subprotocol)
-        if verdict != "ok":
-            message = "invalid API key" if verdict == "denied" else (
-                "this server needs an API key: send 'Authorization: Bearer <key>', ?token=<key> "
-                "or the subprotocols 'auth.bearer.v1, <key>'")
-            await self.channel.refuse(Error(id=None, message=message, code="invalid_api_key"), "unauthorized")
+        if not await self.open(lambda message: Error(id=None, message=message, code="invalid_api_key")):
             return
         self._worker = asyncio.create_task(self._work())
         try:

@@ -34,6 +34,8 @@ from engine.text import IncrementalSegmenter
 log = logging.getLogger("app.ws")
 
 AUTH_SUBPROTOCOL = "auth.bearer.v1"
+KEY_NEEDED = ("this server needs an API key: send 'Authorization: Bearer <key>', ?token=<key> "
+              "or the subprotocols 'auth.bearer.v1, <key>'")
 POLICY_VIOLATION = 1008
 
 
@@ -170,6 +172,16 @@ class SocketSession:
         self.channel = WsChannel(socket, idle_timeout=settings.ws_idle_timeout,
                                  max_message_bytes=settings.ws_max_message_bytes)
         self.credentials = Credentials.of(socket)
+
+    async def open(self, refusal: Callable[[str], Any]) -> bool:
+        """Accept the socket; when its key is wrong or missing (and keys are set), send `refusal(message)`
+        and close with 1008. A refused client reads why before the close, which browsers hide."""
+        verdict = self.credentials.verdict(self.keys)
+        await self.channel.accept(self.credentials.subprotocol)
+        if verdict == "ok":
+            return True
+        await self.channel.refuse(refusal("invalid API key" if verdict == "denied" else KEY_NEEDED), "unauthorized")
+        return False
 
 
 # -- utterances -------------------------------------------------------------------------------

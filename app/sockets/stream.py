@@ -57,14 +57,7 @@ class TextStreamSession(SocketSession):
         self._sessions = 0
 
     async def run(self) -> None:
-        verdict = self.credentials.verdict(self.keys)
-        await self.channel.accept(self.credentials.subprotocol)
-        if verdict != "ok":
-            message = "invalid API key" if verdict == "denied" else (
-                "this server needs an API key: send 'Authorization: Bearer <key>', ?token=<key> "
-                "or the subprotocols 'auth.bearer.v1, <key>'")
-            await self.channel.refuse(StreamError(code=UNAUTHORIZED, message=message, recoverable=False),
-                                      "unauthorized")
+        if not await self.open(lambda message: StreamError(code=UNAUTHORIZED, message=message, recoverable=False)):
             return
         self.player = UtterancePlayer(self.service, self.channel, self)
         try:

@@ -71,13 +71,7 @@ class SopranoSession(SocketSession):
         self.chunks = 0
 
     async def run(self) -> None:
-        verdict = self.credentials.verdict(self.keys)
-        await self.channel.accept(self.credentials.subprotocol)
-        if verdict != "ok":
-            message = "invalid API key" if verdict == "denied" else (
-                "this server needs an API key: send 'Authorization: Bearer <key>', ?token=<key> "
-                "or the subprotocols 'auth.bearer.v1, <key>'")
-            await self.channel.refuse(Error(message=message), "unauthorized")
+        if not await self.open(lambda message: Error(message=message)):
             return
         self.player = UtterancePlayer(self.service, self.channel, self, wrap=self._frame)
         self.feed = TextFeed(self._segmenter(), self.player, self._speak)
