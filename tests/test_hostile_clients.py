@@ -271,7 +271,9 @@ def test_queued_bulk_work_gives_way_to_interactive_requests(server_factory):
     from concurrent.futures import ThreadPoolExecutor
 
     server = server_factory("--max-concurrent", "2", "--max-queue", "4")
-    item = {"model": "tts-1", "voice": "alloy", "input": long_text(3), "response_format": "pcm"}
+    # Items long enough (~1 s each) that the queue stays full while the test looks: with short ones it
+    # emptied between the refused items' retries (1 s apart) and the full queue could be missed.
+    item = {"model": "tts-1", "voice": "alloy", "input": long_text(12), "response_format": "pcm"}
     with ThreadPoolExecutor(8) as pool:
         batches = [pool.submit(httpx.post, server.url + SPEECH + "/batch", json={"items": [item, item]}, timeout=120)
                    for _ in range(5)]
