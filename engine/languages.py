@@ -28,3 +28,16 @@ def normalize_language(value: str | None) -> str:
             param="language",
         )
     return key
+
+
+def language_of_tag(value: str | None, param: str = "language") -> str:
+    """`normalize_language` for a BCP 47 tag as Home Assistant and Chatterbox send them: a region we have
+    no alias for ("en-AU", "fr_CA") falls back to its primary subtag; an unknown language raises with the list."""
+    try:
+        return normalize_language(value)
+    except InvalidRequest:
+        assert value  # "" and None are "auto"
+        try:
+            return normalize_language(value.replace("_", "-").split("-")[0])
+        except InvalidRequest as e:
+            raise InvalidRequest(e.message, param=param) from None

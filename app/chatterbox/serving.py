@@ -39,7 +39,7 @@ from app.voices.protocol import MAX_AUDIO_BYTES, CreateVoiceRequest
 from app.voices.serving import create_voice
 from engine.base import Priority, SamplingParams, Voice
 from engine.errors import InvalidRequest, PayloadTooLarge, SpeechError
-from engine.languages import normalize_language
+from engine.languages import language_of_tag
 from engine.service import SpeechParams, SpeechService
 
 _STATE_KEY = "chatterbox_default_voice"
@@ -67,15 +67,7 @@ def model_of(model: str | None, service: SpeechService) -> str | None:
 
 def language_of(language_id: str | None) -> str:
     """Our language for Chatterbox's `language_id` ("en", "fr", "en-US" …; default: detected)."""
-    if not language_id:
-        return "auto"
-    try:
-        return normalize_language(language_id)
-    except InvalidRequest:
-        try:
-            return normalize_language(language_id.replace("_", "-").split("-")[0])
-        except InvalidRequest as e:
-            raise InvalidRequest(e.message, param="language_id") from None
+    return language_of_tag(language_id, param="language_id")
 
 
 def format_of(fields: _SpeechFields, default: str) -> tuple[str, int]:

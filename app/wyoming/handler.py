@@ -45,7 +45,7 @@ from app.ops.metrics import GatewayMetrics
 from engine import limits
 from engine.base import SAMPLE_RATE, Priority, Voice
 from engine.errors import DeadlineExceeded, InvalidRequest, Overloaded, SpeechError, Unavailable, VoiceNotFound
-from engine.languages import LANGUAGES, normalize_language
+from engine.languages import LANGUAGES, language_of_tag
 from engine.service import SpeechParams, SpeechService
 from engine.text import IncrementalSegmenter
 
@@ -124,17 +124,7 @@ class _Choice:
     def __init__(self, service: SpeechService, voice: SynthesizeVoice | None):
         name = (voice.name or voice.speaker) if voice else None
         self.voice = service.registry.resolve(name).id  # VoiceNotFound: reported as an error event
-        self.language = _language(voice.language if voice else None)
-
-
-def _language(value: str | None) -> str:
-    if not value:
-        return "auto"
-    try:
-        return normalize_language(value)
-    except InvalidRequest:
-        primary = value.replace("_", "-").split("-")[0]
-        return normalize_language(primary)  # "en-AU" → english; an unknown one raises with the list
+        self.language = language_of_tag(voice.language if voice else None)
 
 
 class SpeechEventHandler(AsyncEventHandler):
