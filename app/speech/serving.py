@@ -28,14 +28,15 @@ log = logging.getLogger("app.speech")
 FRAME_RATE = 12.5  # Qwen3 codec frames per second: the unit of output "tokens"
 
 
-def model_engine(model: str, engines: set[str]) -> str | None:
-    """The engine a `model` id asks for (None: whichever engine the voice belongs to)."""
+def model_engine(model: str, engines: set[str], any_engine: tuple[str, ...] = ()) -> str | None:
+    """The engine a `model` id asks for (None: whichever engine the voice belongs to, as for OpenAI's
+    names and a protocol's own `any_engine` names)."""
     key = model.strip().lower()
-    if key in OPENAI_MODELS:
+    if key in OPENAI_MODELS or key in any_engine:
         return None
     engine = ENGINE_MODELS.get(key) or ("qwen" if key.startswith(("qwen3-tts", "qwen/qwen3-tts")) else None)
     if engine is None:
-        known = ", ".join([*OPENAI_MODELS, *ENGINE_MODELS])
+        known = ", ".join([*any_engine, *OPENAI_MODELS, *ENGINE_MODELS])
         raise InvalidRequest(f"unknown model {model!r}; use one of: {known}", param="model")
     if engine not in engines:
         raise InvalidRequest(f"model {model!r} needs the {engine} engine, which this server does not run",
