@@ -127,11 +127,10 @@ class GatewayMetrics:
     # -- other transports (Wyoming) -------------------------------------------------------------
     @staticmethod
     def label_route(route: str, request_id: str = "") -> None:
-        """Label what the current task (and tasks it starts) asks of the service with `route`.
-
-        Inside an HTTP request or WebSocket (a protocol adapter naming itself, e.g. "chatterbox"), the
-        middleware's context is relabelled, so its own count of the request uses the same label.
-        """
+        """Label what the current task (and tasks it starts) asks of the service with `route`: Wyoming's
+        connections, and VoiceReader's job tasks. Inside an HTTP request or WebSocket the middleware's
+        context is relabelled instead, so its own count of the request uses the same label (routes
+        name their label with `opt={"metrics_route": ...}`, see app/wiring/protocols.py)."""
         ctx = _CONTEXT.get()
         if ctx is not None and ctx.method != "TCP":
             ctx.route = route

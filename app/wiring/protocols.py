@@ -16,11 +16,12 @@ from app.settings import Settings
 from app.soprano.routes import ROUTES as SOPRANO_ROUTES
 from app.voicereader.routes import ROUTES as VOICEREADER_ROUTES
 
-# name → the adapter's route handlers; one line per protocol.
-ADAPTERS: dict[str, list[Any]] = {}
-ADAPTERS["chatterbox"] = CHATTERBOX_ROUTES
-ADAPTERS["soprano"] = SOPRANO_ROUTES
-ADAPTERS["voicereader"] = VOICEREADER_ROUTES
+# name → the adapter's route handlers
+ADAPTERS: dict[str, list[Any]] = {
+    "chatterbox": CHATTERBOX_ROUTES,
+    "soprano": SOPRANO_ROUTES,
+    "voicereader": VOICEREADER_ROUTES,
+}
 
 
 def enabled_protocols(settings: Settings) -> tuple[str, ...]:
