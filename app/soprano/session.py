@@ -102,8 +102,7 @@ class SopranoSession(SocketSession):
             self.player.enqueue(self._done)
         elif isinstance(message, Stop):
             self.player.cancel_all()
-            self.feed.close()
-            self.feed = TextFeed(self._segmenter(), self.player, self._speak)
+            self._renew_feed()
             await self.channel.send(Done())
 
     async def _done(self) -> None:
@@ -117,10 +116,15 @@ class SopranoSession(SocketSession):
         language = normalize_language(changes.get("language_id", self.config.language_id))  # InvalidRequest
         self.config = msgspec.structs.replace(self.config, **changes)
         self.voice, self.language = voice, language
+        pending = self._renew_feed()
+        await self.feed.push(pending, "text")  # buffered text is cut by the new rules
+
+    def _renew_feed(self) -> str:
+        """A feed with the current rules in place of the old one; returns the text the old one held."""
         pending = self.feed.segmenter.pending
         self.feed.close()
         self.feed = TextFeed(self._segmenter(), self.player, self._speak)
-        await self.feed.push(pending, "text")  # buffered text is cut by the new rules
+        return pending
 
     def _segmenter(self) -> IncrementalSegmenter:
         c = self.config
