@@ -61,7 +61,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     qwen_threads: int | None = None
     qwen_max_batch: int | None = None
     no_cuda_graphs: bool = False
-    no_packed_gemm: bool = False
+    no_blocked_gemm: bool = False
     qwen_max_context: int = 2048
     # WebSockets (/api/v1/speak, /v1/audio/speech/stream)
     ws_idle_timeout: float = 300.0
@@ -147,7 +147,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("qwen_threads", "--qwen-threads", "torch CPU threads per Qwen worker (default: cores / instances)", int),
     Option("qwen_max_batch", "--qwen-max-batch", "streams one Qwen model instance steps together (default: 32 on CUDA, 8 on CPU)", int),
     Option("no_cuda_graphs", "--no-cuda-graphs", "run the Qwen frame steps eagerly on CUDA (no graph capture)", bool),
-    Option("no_packed_gemm", "--no-packed-gemm", "CPU float32: keep the Qwen code predictor on plain weights (saves ~0.7 GB; batched streams cost more)", bool),
+    Option("no_blocked_gemm", "--no-blocked-gemm", "CPU float32: batched Qwen steps use the plain GEMM kernel (to compare; 4 or more streams cost more)", bool),
     Option("qwen_max_context", "--qwen-max-context", "CUDA: prompt + frames one Qwen stream may hold (cache positions per row)", int),
     Option("ws_idle_timeout", "--ws-idle-timeout", "seconds a speech WebSocket or Wyoming connection may stay silent and idle before it is closed", float),
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),

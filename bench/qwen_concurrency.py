@@ -70,7 +70,7 @@ async def run(a: argparse.Namespace) -> dict:
     levels = [int(x) for x in a.levels.split(",")]
     cfg = QwenConfig(base=ckpt, device=a.device, dtype=a.dtype, preload=True, instances=a.instances,
                      torch_threads=a.threads, max_batch=a.max_batch or max(levels), cuda_graphs=not a.no_cuda_graphs,
-                     packed_gemm=not a.no_packed_gemm,
+                     blocked_gemm=not a.no_blocked_gemm,
                      first_chunk_frames=a.first_chunk_frames, chunk_frames=a.chunk_frames,
                      voices_dirs=(SHIPPED_VOICES_DIR, Path(tempfile.mkdtemp())))
     engine = QwenEngine(cfg)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-batch", type=int, default=None, help="default: the largest level")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-cuda-graphs", action="store_true")
-    p.add_argument("--no-packed-gemm", action="store_true", help="CPU: the code predictor on plain weights")
+    p.add_argument("--no-blocked-gemm", action="store_true", help="CPU: batched steps on the plain GEMM kernel")
     a = p.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # qwen_tts prints banners when the model loads: keep stdout JSON
         out = asyncio.run(run(a))

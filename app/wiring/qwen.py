@@ -37,7 +37,7 @@ def qwen_config(settings: Settings) -> QwenConfig:
         first_chunk_frames=settings.first_chunk_frames,
         max_batch=settings.qwen_max_batch,
         cuda_graphs=not settings.no_cuda_graphs,
-        packed_gemm=not settings.no_packed_gemm,
+        blocked_gemm=not settings.no_blocked_gemm,
         max_context=settings.qwen_max_context,
         chunk_frames=settings.chunk_frames,
         voices_dirs=(SHIPPED_VOICES_DIR, Path(settings.voices_dir)),

@@ -1,20 +1,20 @@
-"""CPU float32: the code predictor's small GEMMs on MKL-packed weights.
+"""CPU float32: a batched frame step's linears as one batch of weight-block GEMMs.
 
-A frame step multiplies a few rows (one per stream) by each weight matrix, so on a CPU it is bound
-by reading the weights from memory. MKL's sgemm keeps 1 to 3 rows at that cost, but from 4 rows on
-it repacks the weight on every call (random 0.6B shapes, 3072x1024, weights out of cache, 2 threads:
-0.47 ms for 1 row, 0.86 ms for 4, 1.12 ms for 8). Packed once ahead (`torch.ops.mkl`, the kernel
-PyTorch's inductor uses for frozen CPU linears), 8 rows take 0.73 ms, whether 4 or 8 of them are real
-(the packed copy is 1.7x the weight, so it cannot reach the 1-row cost).
+A frame step multiplies a few rows (one per stream) by each weight matrix, so on a CPU it should
+cost what reading the weights costs. MKL's sgemm does that for 1 to 3 rows, but from 4 rows on its
+kernel streams the weight badly: on this 2-core Xeon (random 0.6B shapes, weights out of cache) a
+3072x1024 weight takes 0.57 ms for 1 row, 1.03 ms for 4 and 1.33 ms for 8 on 2 threads (1.0 / 2.2
+/ 2.7 ms on 1 thread), twice the 1-row cost where the rows share every weight read.
 
-The packed kernel takes exactly the row count it was packed for: inputs of 4 to `rows` rows are
-padded up to it; fewer rows (already read-bound) and more (a prefill: compute-bound, or a batch past
-one block, where two packed calls cost more than the plain one) keep the plain path.
+The same product as `torch.bmm` over the weight viewed as blocks of 16 output rows (a view, no
+copy: each small GEMM reads one contiguous 64 KB block while it is in cache) takes 0.75 ms for 4
+rows and 0.86 ms for 8 (1.4 / 1.5 ms on 1 thread), about 1.3x one row. From ~24 rows the plain
+kernel catches up (the step becomes compute-bound), and below 4 it is faster, so only batched
+decode steps of 4 to 24 rows take the blocked path. MKL's packed GEMM (`torch.ops.mkl`), tried
+first, reached 0.90 ms for 4 rows and needed a 1.7x copy of every packed weight.
 
-Only the code predictor is packed: it runs 15 of the 16 codebooks per frame, about three quarters of
-the step's GEMM time, with a seventh of the weights (its packed copy: ~0.7 GB for the 0.6B and 1.7B
-models, which share its size). The talker's 28 layers run once per frame and would cost 2.9 GB more
-for a small gain.
+The forward is swapped on the talker's and the code predictor's `nn.Linear`s (no weight changes),
+so the official `generate` on the same modules still runs the plain kernel (one sequence at a time).
 """
 
 from __future__ import annotations
@@ -24,41 +24,39 @@ import types
 import torch
 import torch.nn.functional as F
 
-MIN_ROWS = 4  # fewer rows: MKL's plain sgemm is already read-bound
-ROWS = 8  # the packed block: 4..8 rows cost about the same
+BLOCK = 16  # output rows per small GEMM: 8, 16 and 32 measured within noise of each other
+MIN_ROWS, MAX_ROWS = 4, 24  # rows (batch x positions) for which the blocked product is faster
 
 
-def available() -> bool:
-    mkl = getattr(torch.ops, "mkl", None)
-    return torch.backends.mkl.is_available() and hasattr(mkl, "_mkl_linear")
+def block_linears(module: torch.nn.Module) -> int:
+    """Route batched 4..24-row inputs of each float32 CPU `nn.Linear` under `module` (with whole
+    16-row weight blocks) through `blocked_linear`; returns how many linears were switched."""
+    switched = 0
+    for linear in module.modules():
+        if (not isinstance(linear, torch.nn.Linear) or linear.weight.dtype != torch.float32
+                or linear.weight.device.type != "cpu" or linear.out_features % BLOCK
+                or getattr(linear, "blocked", False)):
+            continue
+        linear.blocked = True
+        linear.forward = types.MethodType(_blocked_forward, linear)
+        switched += 1
+    return switched
 
 
-def pack_linears(module: torch.nn.Module, rows: int = ROWS) -> int:
-    """Give each float32 CPU `nn.Linear` under `module` a weight packed for `rows`-row inputs and a forward
-    that uses it; returns how many were packed (0 when MKL's packed GEMM is not available)."""
-    if rows < MIN_ROWS or not available():
-        return 0
-    packed = 0
-    with torch.inference_mode():
-        for linear in module.modules():
-            if (not isinstance(linear, torch.nn.Linear) or linear.weight.dtype != torch.float32
-                    or linear.weight.device.type != "cpu" or hasattr(linear, "mkl_packed")):
-                continue
-            linear.mkl_packed = torch.ops.mkl._mkl_reorder_linear_weight(linear.weight.detach(), rows)
-            linear.mkl_rows = rows
-            linear.forward = types.MethodType(_packed_forward, linear)
-            packed += 1
-    return packed
+def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` for a 2-D `x`, as one GEMM per 16-row block of `weight`."""
+    n, width = x.shape
+    blocks = weight.shape[0] // BLOCK
+    y = torch.bmm(x.unsqueeze(0).expand(blocks, n, width), weight.view(blocks, BLOCK, width).transpose(1, 2))
+    out = y.transpose(0, 1).reshape(n, weight.shape[0])
+    return out if bias is None else out.add_(bias)
 
 
-def _packed_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    width = x.shape[-1]
-    n = x.numel() // width if width else 0
-    block = self.mkl_rows
-    if not MIN_ROWS <= n <= block:
+def _blocked_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    # A batch of several sequences only: one sequence (a solo step, or the official generate's
+    # prefill) keeps the plain kernel, so solo runs stay bit-identical to the official code.
+    n = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if x.dim() != 3 or x.shape[0] < 2 or not MIN_ROWS <= n <= MAX_ROWS:
         return F.linear(x, self.weight, self.bias)
-    flat = x.reshape(n, width)
-    if n < block:
-        flat = F.pad(flat, (0, 0, 0, block - n))
-    out = torch.ops.mkl._mkl_linear(flat, self.mkl_packed, self.weight, self.bias, block)[:n]
+    out = blocked_linear(x.reshape(n, x.shape[-1]), self.weight, self.bias)
     return out.view(*x.shape[:-1], out.shape[-1])

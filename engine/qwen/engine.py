@@ -97,7 +97,7 @@ class QwenConfig:
     max_segment_frames: int = 1500  # 2 minutes of audio for one sentence is a runaway by any measure
     max_batch: int | None = None  # rows per model instance in one frame step; None: 32 on CUDA, 8 on CPU
     cuda_graphs: bool = True  # capture the frame steps per batch-size bucket on CUDA
-    packed_gemm: bool = True  # CPU float32: the code predictor's GEMMs on MKL-packed weights (cpu_gemm.py)
+    blocked_gemm: bool = True  # CPU float32: batched steps' GEMMs as weight-block batches (cpu_gemm.py)
     max_context: int = 2048  # CUDA: cache positions per row (prompt + frames); CPU grows as needed
     prefill_rows: int | None = None  # most rows prefilled together per iteration; None: 16 on CUDA, 4 on CPU
 
@@ -194,7 +194,7 @@ class _ModelPool:
         self.schedulers = [FrameScheduler(w, m, max_batch=config.batch_size(), first_chunk_frames=config.first_chunk_frames,
                                           chunk_frames=config.chunk_frames, prefill_rows=config.joins_per_step(),
                                           cuda_graphs=config.cuda_graphs, context=config.max_context,
-                                          packed_gemm=config.packed_gemm)
+                                          blocked_gemm=config.blocked_gemm)
                            for w, m in zip(self.workers, models, strict=True)]
         self.models = list(models)
         log.info("loaded Qwen3 %s model %s x%d in %.1fs", label, self.source, len(models),

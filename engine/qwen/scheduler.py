@@ -116,14 +116,14 @@ class FrameScheduler:
 
     def __init__(self, worker: StepWorker, loaded: Any, *, max_batch: int = 8, first_chunk_frames: int = 2,
                  chunk_frames: int = 8, prefill_rows: int = 4, cuda_graphs: bool = True, context: int = 2048,
-                 packed_gemm: bool = True,
+                 blocked_gemm: bool = True,
                  primed_cache: int = 16):
         self.worker, self.loaded = worker, loaded
         self.max_batch = max(1, int(max_batch))
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
         self.prefill_rows = max(1, int(prefill_rows))
         self.want_graphs, self.context = cuda_graphs, context
-        self.want_packed, self.packed_linears = packed_gemm, 0
+        self.want_blocked, self.blocked_linears = blocked_gemm, 0
         self.stats = SchedulerStats()
         self.batch: Any = None
         self.graphs: Any = None  # CudaGraphs once captured
@@ -254,10 +254,10 @@ class FrameScheduler:
             # CUDA: fixed buffers (graphs replay on their addresses); CPU: grow with the longest row.
             self.batch = FrameBatch(self.loaded, self.max_batch, context=self.context if cuda else 256,
                                     text=512 if cuda else 64, grow=not cuda, static=cuda and self.want_graphs)
-            if not cuda and self.want_packed:
-                from .cpu_gemm import pack_linears
+            if not cuda and self.want_blocked:
+                from .cpu_gemm import block_linears
 
-                self.packed_linears = pack_linears(self.batch.predictor)
+                self.blocked_linears = block_linears(self.batch.talker)  # the code predictor is inside
             if cuda and self.want_graphs:
                 from .cuda_graphs import CudaGraphs
 
@@ -275,7 +275,7 @@ class FrameScheduler:
 
     def graph_report(self) -> dict[str, Any]:
         if self.graphs is None:
-            return {"cuda_graphs": False, "packed_linears": self.packed_linears}
+            return {"cuda_graphs": False, "blocked_linears": self.blocked_linears}
         return {"cuda_graphs": True, "buckets": list(self.graphs.buckets),
                 "capture_seconds": round(self.graphs.capture_seconds, 3)}
 
