@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 # Frames of conv-stack warm-up when priming with a long reference: the conv upsampler's receptive
 # field is about 10 frames, so its state after 16 frames no longer depends on anything earlier.
 CONV_WARMUP_FRAMES = 16
+# Convolutions over at most this many columns (streams x samples) run as one GEMM: few columns
+# leave oneDNN's convolution bound by handling its weight (the first 1024->1536 k7 conv: 18 ms for
+# 4 streams' single frame, ~3 ms as a GEMM), many make its own kernel the faster one.
+GEMM_COLUMNS = 256
 
 
 class _State:
@@ -135,16 +139,17 @@ class StreamingCodecDecoder:
         return _State(DynamicCache(config=self._dec.pre_transformer.config))
 
     def _decode_stateful(self, codes: torch.Tensor, conv_from: int) -> torch.Tensor:
-        return self._upsample(self._transform(codes)[..., conv_from:])[0, 0]
+        return self._upsample(self._transform(codes.unsqueeze(0))[..., conv_from:])[0, 0]
 
     def _transform(self, codes: torch.Tensor) -> torch.Tensor:
-        """Quantizer, first conv and the sliding-window transformer: (n, 16) codes -> (1, C, n)."""
+        """Quantizer, first conv and the sliding-window transformer: (B, n, 16) codes -> (B, C, n), B
+        streams at the same position in one call (the state holds their stacked caches and tails)."""
         if self._state is None:
             self._state = self._new_state()
         st = self._state
         dec = self._dec
-        n = codes.shape[0]
-        hidden = dec.quantizer.decode(codes.transpose(0, 1).unsqueeze(0))  # (1, C, n)
+        n = codes.shape[1]
+        hidden = dec.quantizer.decode(codes.transpose(1, 2))  # (B, C, n)
         hidden = self._conv(dec.pre_conv, hidden).transpose(1, 2)
         positions = torch.arange(st.position, st.position + n, device=hidden.device)
         hidden = dec.pre_transformer(
@@ -174,9 +179,9 @@ class StreamingCodecDecoder:
         if name.endswith("CausalTransConvNet"):
             return self._trans_conv(block, x)
         if name.endswith("ResidualUnit"):
-            y = self._conv(block.conv1, block.act1(x))
-            return self._conv(block.conv2, block.act2(y)) + x
-        return block(x)  # SnakeBeta and other pointwise modules need no state
+            y = self._conv(block.conv1, _activate(block.act1, x))
+            return self._conv(block.conv2, _activate(block.act2, y)).add_(x)
+        return _activate(block, x)  # SnakeBeta and other pointwise modules need no state
 
     def _conv(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """A causal conv (stride 1) continuing from its remembered left context."""
@@ -185,7 +190,10 @@ class StreamingCodecDecoder:
         full = torch.cat([tail, x], dim=-1) if keep > 0 else x
         if keep > 0:
             self._state.tails[id(module)] = full[..., -keep:]
-        return module.conv(full).contiguous()
+        conv = module.conv
+        if conv.groups == 1 and x.shape[0] * x.shape[-1] <= GEMM_COLUMNS:
+            return _conv_as_gemm(conv, full)
+        return conv(full).contiguous()
 
     def _trans_conv(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """A causal transposed conv: prepend the frames that still overlap the new outputs."""
@@ -196,6 +204,12 @@ class StreamingCodecDecoder:
         full = torch.cat([tail, x], dim=-1) if keep > 0 else x
         if keep > 0:
             self._state.tails[id(module)] = full[..., -keep:]
+        # The 12 Hz decoder's kernels are multiples of their strides. For a few columns oneDNN's
+        # transposed convolution costs far more than its arithmetic (it reorders the weight on
+        # every call: the 1536->768 k16 one took 41 ms for 4 streams' single frame, 5.5 ms as a GEMM);
+        # for many, its own kernel is faster (the 192->96 one over 4 x 8 frames: 30 ms, 64 ms).
+        if kernel % stride == 0 and conv.groups == 1 and x.shape[0] * x.shape[-1] <= 2 * GEMM_COLUMNS:
+            return _trans_conv_as_gemm(conv, full, keep)
         y = conv(full)
         start = keep * stride
         return y[..., start : start + x.shape[-1] * stride].contiguous()
@@ -212,35 +226,130 @@ class StreamingCodecDecoder:
         return tail
 
 
+def _conv_as_gemm(conv: nn.Conv1d, full: torch.Tensor) -> torch.Tensor:
+    """`conv(full)` (stride 1, no padding, one group) as one matrix product over the stacked shifted
+    inputs, reading the weight as it is stored."""
+    out_ch, in_ch, k = conv.weight.shape
+    d = conv.dilation[0]
+    n = full.shape[-1] - d * (k - 1)
+    cols = torch.stack([full[..., i * d : i * d + n] for i in range(k)], dim=2)  # (B, C, k, n): weight order
+    y = _matmul_rows(conv.weight.view(out_ch, in_ch * k), cols.view(full.shape[0], in_ch * k, n))
+    return y if conv.bias is None else y.add_(conv.bias[:, None])
+
+
+def _trans_conv_as_gemm(conv: nn.ConvTranspose1d, full: torch.Tensor, keep: int) -> torch.Tensor:
+    """The outputs of `conv(full)` (kernel a multiple of the stride, no padding) for the frames after the
+    first `keep`: every input frame's k output taps as one matrix product, then overlap-added."""
+    in_ch, out_ch, k = conv.weight.shape
+    s = conv.stride[0]
+    taps = k // s
+    b, _, t = full.shape
+    # (B*t, Cin) @ (Cin, O*k): the weight read row by row as stored, once for all rows and frames.
+    z = (full.transpose(1, 2).reshape(b * t, in_ch) @ conv.weight.view(in_ch, out_ch * k)).view(b, t, out_ch, taps, s)
+    n = t - keep
+    y = z[:, keep:, :, 0, :].clone()  # (B, n, O, s)
+    for j in range(1, taps):  # output frame f gets tap j of input frame f - j
+        y.add_(z[:, keep - j : t - j, :, j, :])
+    if conv.bias is not None:
+        y.add_(conv.bias[:, None])
+    return y.permute(0, 2, 1, 3).reshape(b, out_ch, n * s)
+
+
+def _matmul_rows(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`weight @ x` for x (B, C, n) -> contiguous (B, O, n), reading the weight once for all B rows
+    (a broadcast matmul would run one product, and one read of the weight, per row)."""
+    b, c, n = x.shape
+    if b == 1:
+        return torch.matmul(weight, x)
+    y = weight @ x.transpose(0, 1).reshape(c, b * n)
+    return y.view(-1, b, n).transpose(0, 1).contiguous()
+
+
+def _activate(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`module(x)`; SnakeBeta (x + sin^2(x * e^alpha) / (e^beta + 1e-9)) computed in one buffer instead
+    of five. The same operations in the same order, so the same bits; at the last upsampling stage
+    each of those buffers is 96 channels x 1920 samples per frame per stream, and allocating them
+    cost about as much as the arithmetic."""
+    if not type(module).__name__.endswith("SnakeBeta"):
+        return module(x)
+    alpha = torch.exp(module.alpha)[None, :, None]
+    inv_beta = 1.0 / (torch.exp(module.beta)[None, :, None] + module.no_div_by_zero)
+    y = x * alpha
+    return y.sin_().pow_(2).mul_(inv_beta).add_(x)
+
+
 def decode_together(decoders: list[StreamingCodecDecoder], codes: list[torch.Tensor]) -> list[np.ndarray]:
-    """Decode several streams' new frames at once: each runs its own transformer, and their conv
-    stacks (most of the cost) run as one batch over their stacked tails. Streams with different
-    frame counts, or decoders in the fallback mode, are decoded one by one. The audio equals each
-    decoder's own `decode` up to float rounding of the batched convolutions."""
+    """Decode several streams' new frames at once: their conv stacks (most of the cost) run as one
+    batch over their stacked tails, and so does the transformer when all streams are at the same
+    position (streams that started together), over their stacked caches; otherwise each runs its own
+    transformer first. Streams with different frame counts, or decoders in the fallback mode, are
+    decoded one by one. The audio equals each decoder's own `decode` up to float rounding of the
+    batched products."""
     if len(decoders) < 2 or not all(d.stateful for d in decoders) or len({int(len(c)) for c in codes}) > 1:
         return [d.decode(c) for d, c in zip(decoders, codes, strict=True)]
     lead = decoders[0]
     with torch.inference_mode():
-        hidden = torch.cat([d._transform(d._check(c)) for d, c in zip(decoders, codes, strict=True)])
+        checked = [d._check(c) for d, c in zip(decoders, codes, strict=True)]
+        for d in decoders:
+            if d._state is None:
+                d._state = d._new_state()
         states = [d._state for d in decoders]
-        keys = {k for st in states for k in st.tails} - {id(lead._dec.pre_conv)}
-        joint = _State(None)
+        together = len({st.position for st in states}) == 1
+        if together:
+            joint = _State(_stacked_cache([st.cache for st in states], lead._new_state().cache))
+            joint.position = states[0].position
+            keys = {k for st in states for k in st.tails}
+            codes_in = torch.stack(checked)
+        else:
+            hidden = torch.cat([d._transform(c.unsqueeze(0)) for d, c in zip(decoders, checked, strict=True)])
+            joint = _State(None)
+            keys = {k for st in states for k in st.tails} - {id(lead._dec.pre_conv)}
         for key in keys:
-            shape = next(st.tails[key].shape for st in states if key in st.tails)
-            joint.tails[key] = torch.cat([st.tails[key] if key in st.tails else hidden.new_zeros(shape)
-                                          for st in states])
+            like = next(st.tails[key] for st in states if key in st.tails)
+            joint.tails[key] = torch.cat([st.tails.get(key, torch.zeros_like(like)) for st in states])
         own, lead._state = lead._state, joint
         try:
+            if together:
+                hidden = lead._transform(codes_in)
             wav = lead._upsample(hidden)
         finally:
             lead._state = own
         for i, st in enumerate(states):
             for key, tail in joint.tails.items():
                 st.tails[key] = tail[i : i + 1]
+            if together:
+                st.position = joint.position
+                _take_row(joint.cache, i, st.cache)
         n = int(len(codes[0]))
         for d in decoders:
             d.frames += n
         return [w.float().cpu().numpy().reshape(-1) for w in wav[:, 0]]
+
+
+def _stacked_cache(caches: list, fresh: object) -> object:
+    """One transformer cache for streams at the same position: their layers' keys and values stacked
+    (`fresh`, an empty cache, when none has seen a frame yet)."""
+    first = caches[0]
+    if not any(getattr(layer, "is_initialized", False) for layer in first.layers):
+        return fresh
+    joint = copy.copy(first)
+    joint.layers = []
+    for i, layer in enumerate(first.layers):
+        stacked = copy.copy(layer)
+        stacked.keys = torch.cat([c.layers[i].keys for c in caches])
+        stacked.values = torch.cat([c.layers[i].values for c in caches])
+        joint.layers.append(stacked)
+    return joint
+
+
+def _take_row(joint: object, row: int, cache: object) -> None:
+    """Give `cache` row `row` of the stacked cache `joint` after a joint step."""
+    layers = []
+    for layer in joint.layers:
+        own = copy.copy(layer)
+        own.keys, own.values = layer.keys[row : row + 1], layer.values[row : row + 1]
+        layers.append(own)
+    cache.layers = layers
 
 
 def decode_codes(loaded: LoadedModel, codes: torch.Tensor) -> np.ndarray:
