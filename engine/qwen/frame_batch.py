@@ -295,7 +295,7 @@ class FrameBatch:
         early = self.frames[:b] < self.min_frames[:b]
         scores[:, self.eos] = torch.where(early, NEG_INF, scores[:, self.eos])
         scores = scores.masked_fill(self.suppress, NEG_INF)
-        token = pick(scores, self.knobs, self.noise[:b], b)
+        token = pick(scores, self.knobs, self.noise[:b], b, host=not self.static)
         self.seen.index_put_((self.rows[:b], token), self.yes[:b])  # a device value: no host scalar in a graph
         self.fresh[:b] = False
 
@@ -306,7 +306,7 @@ class FrameBatch:
             start = 0 if j == 0 else j + 1
             out = self._predictor_forward(embeds, start, b)
             scores = pred.lm_head[j](out)[:, -1, :].float()
-            code = pick(scores, self.sub_knobs, self.sub_noise[:b, j], b)[:, None]
+            code = pick(scores, self.sub_knobs, self.sub_noise[:b, j], b, host=not self.static)[:, None]
             codes.append(code)
             if j < self.groups - 2:
                 embeds = pred.small_to_mtp_projection(pred.model.get_input_embeddings()[j](code))

@@ -51,14 +51,24 @@ class Knobs:
         return [self.temperature, self.top_k, self.top_p_cut, self.use_top_p, self.do_sample]
 
 
-def warp(scores: torch.Tensor, knobs: Knobs, b: int) -> torch.Tensor:
-    """HF's TemperatureLogitsWarper, TopKLogitsWarper and TopPLogitsWarper (min_tokens_to_keep=1)."""
+def warp(scores: torch.Tensor, knobs: Knobs, b: int, host: bool = False) -> torch.Tensor:
+    """HF's TemperatureLogitsWarper, TopKLogitsWarper and TopPLogitsWarper (min_tokens_to_keep=1).
+
+    `host`: the knobs may be read on the host (an eager CPU step, not a graph): the k-th score comes
+    from `topk` over the largest k asked for instead of a full sort, and top-p is skipped when no
+    row uses it; the same values either way."""
     scores = scores / knobs.temperature[:b, None]
     vocab = scores.shape[-1]
     k = knobs.top_k[:b].clamp(min=1, max=vocab)
-    kth = torch.sort(scores, dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
+    if host:
+        widest = int(k.max())
+        kth = torch.topk(scores, widest, dim=-1).values.gather(1, (k - 1)[:, None])
+    else:
+        kth = torch.sort(scores, dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
     remove = (scores < kth) & (knobs.top_k[:b] > 0)[:, None]
     scores = scores.masked_fill(remove, NEG_INF)
+    if host and not bool(knobs.use_top_p[:b].any()):
+        return scores
     sorted_logits, sorted_indices = torch.sort(scores, descending=False)
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     cut = cumulative <= knobs.top_p_cut[:b, None]
@@ -67,9 +77,9 @@ def warp(scores: torch.Tensor, knobs: Knobs, b: int) -> torch.Tensor:
     return scores.masked_fill(cut.scatter(1, sorted_indices, cut), NEG_INF)
 
 
-def pick(scores: torch.Tensor, knobs: Knobs, noise: torch.Tensor, b: int) -> torch.Tensor:
+def pick(scores: torch.Tensor, knobs: Knobs, noise: torch.Tensor, b: int, host: bool = False) -> torch.Tensor:
     """Sampled rows: the multinomial draw over the warped scores with the row's noise; greedy rows: argmax."""
-    probs = torch.softmax(warp(scores, knobs, b), dim=-1)
+    probs = torch.softmax(warp(scores, knobs, b, host), dim=-1)
     sampled = torch.argmax(probs / noise, dim=-1)
     return torch.where(knobs.do_sample[:b], sampled, torch.argmax(scores, dim=-1))
 
