@@ -30,7 +30,8 @@ MIN_ROWS, MAX_ROWS = 4, 24  # rows (batch x positions) for which the blocked pro
 
 def block_linears(module: torch.nn.Module) -> int:
     """Route batched 4..24-row inputs of each float32 CPU `nn.Linear` under `module` (with whole
-    16-row weight blocks) through `blocked_linear`; returns how many linears were switched."""
+    16-row weight blocks) through `blocked_linear`, and join each decoder layer's q/k/v and gate/up
+    weights into one tensor (`fuse_layer`); returns how many linears were switched."""
     switched = 0
     for linear in module.modules():
         if (not isinstance(linear, torch.nn.Linear) or linear.weight.dtype != torch.float32
@@ -40,23 +41,63 @@ def block_linears(module: torch.nn.Module) -> int:
         linear.blocked = True
         linear.forward = types.MethodType(_blocked_forward, linear)
         switched += 1
+    for layer in module.modules():
+        if hasattr(layer, "self_attn") and hasattr(layer, "mlp"):
+            fuse_layer(layer)
     return switched
+
+
+def fuse_layer(layer: torch.nn.Module) -> None:
+    """Store a decoder layer's q/k/v weights in one tensor, and its gate/up weights in another; the
+    modules' weights become row slices (views) of them, so nothing is held twice and single-row
+    steps run as before, while `grouped` multiplies a batch by each group in one blocked GEMM
+    (the same blocks, so the same numbers, with 3 and 2 times fewer calls)."""
+    attn, mlp = layer.self_attn, layer.mlp
+    for owner, linears in ((attn, (attn.q_proj, attn.k_proj, attn.v_proj)), (mlp, (mlp.gate_proj, mlp.up_proj))):
+        if getattr(owner, "fused", None) is not None or not all(
+                getattr(lin, "blocked", False) and lin.bias is None for lin in linears):
+            continue
+        with torch.no_grad():
+            joined = torch.cat([lin.weight.detach() for lin in linears])
+            start = 0
+            for lin in linears:
+                lin.weight = torch.nn.Parameter(joined[start : start + lin.out_features], requires_grad=False)
+                start += lin.out_features
+        owner.fused = (joined, [lin.out_features for lin in linears])
+
+
+def grouped(owner: torch.nn.Module, linears: tuple[torch.nn.Linear, ...], x: torch.Tensor) -> list[torch.Tensor]:
+    """`[linear(x) for linear in linears]`, as one blocked GEMM when `owner` holds their weights
+    joined (`fuse_layer`) and `x` is a batch that takes the blocked path."""
+    fused = getattr(owner, "fused", None)
+    n = _blocked_rows(x)
+    if fused is None or not n:
+        return [linear(x) for linear in linears]
+    out = blocked_linear(x.reshape(n, x.shape[-1]), fused[0])
+    return list(out.view(*x.shape[:-1], -1).split(fused[1], dim=-1))
 
 
 def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` for a 2-D `x`, as one GEMM per 16-row block of `weight`."""
     n, width = x.shape
     blocks = weight.shape[0] // BLOCK
-    y = torch.bmm(x.unsqueeze(0).expand(blocks, n, width), weight.view(blocks, BLOCK, width).transpose(1, 2))
+    y = torch.bmm(x.expand(blocks, n, width), weight.view(blocks, BLOCK, width).transpose(1, 2))
     out = y.transpose(0, 1).reshape(n, weight.shape[0])
     return out if bias is None else out.add_(bias)
 
 
-def _blocked_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+def _blocked_rows(x: torch.Tensor) -> int:
     # A batch of several sequences only: one sequence (a solo step, or the official generate's
     # prefill) keeps the plain kernel, so solo runs stay bit-identical to the official code.
-    n = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if x.dim() != 3 or x.shape[0] < 2 or not MIN_ROWS <= n <= MAX_ROWS:
+    if x.dim() != 3 or x.shape[0] < 2:
+        return 0
+    n = x.shape[0] * x.shape[1]
+    return n if MIN_ROWS <= n <= MAX_ROWS else 0
+
+
+def _blocked_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    n = _blocked_rows(x)
+    if not n:
         return F.linear(x, self.weight, self.bias)
     out = blocked_linear(x.reshape(n, x.shape[-1]), self.weight, self.bias)
     return out.view(*x.shape[:-1], out.shape[-1])

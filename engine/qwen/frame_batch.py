@@ -37,6 +37,7 @@ from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from .cpu_gemm import grouped
 from .loader import LoadedModel
 from .sampling import NEG_INF, Knobs, penalize, pick
 
@@ -368,15 +369,18 @@ class FrameBatch:
         attn = layer.self_attn
         h = layer.input_layernorm(x)
         shape = (*h.shape[:-1], -1, attn.head_dim)
-        q = attn.q_norm(attn.q_proj(h).view(shape)).transpose(1, 2)
-        k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)
-        v = attn.v_proj(h).view(shape).transpose(1, 2)
+        q, k, v = grouped(attn, (attn.q_proj, attn.k_proj, attn.v_proj), h)
+        q = attn.q_norm(q.view(shape)).transpose(1, 2)
+        k = attn.k_norm(k.view(shape)).transpose(1, 2)
+        v = v.view(shape).transpose(1, 2)
         q, k = rope(q, k)
         keys, values = write(k, v)
         out, _ = self._attn(attn, q, keys, values, mask, dropout=0.0, scaling=attn.scaling,
                             sliding_window=getattr(attn, "sliding_window", None))
         x = x + attn.o_proj(out.reshape(*h.shape[:-1], -1).contiguous())
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+        mlp = layer.mlp
+        gate, up = grouped(mlp, (mlp.gate_proj, mlp.up_proj), layer.post_attention_layernorm(x))
+        return x + mlp.down_proj(mlp.act_fn(gate) * up)
 
 
 __all__ = ["FrameBatch", "RowSettings"]

@@ -78,3 +78,27 @@ def test_rows_on_blocked_linears_match_their_solo_runs(tiny_custom_voice_dir, mo
     monkeypatch.undo()
     for row in rows:
         _same(batched[row.name], solo(loaded, row))
+
+
+def test_fused_projections_share_one_tensor_and_give_the_same_numbers(tiny_custom_voice_dir) -> None:
+    loaded = _load(tiny_custom_voice_dir)
+    talker = loaded.model.model.talker
+    layer = talker.model.layers[0]
+    attn, mlp = layer.self_attn, layer.mlp
+    before = [lin.weight.detach().clone() for lin in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj)]
+    block_linears(talker)
+    joined, sizes = attn.fused
+    assert sizes == [attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features]
+    # The modules' weights are slices of the joined tensor: nothing is held twice.
+    assert all(lin.weight.untyped_storage().data_ptr() == joined.untyped_storage().data_ptr()
+               for lin in (attn.q_proj, attn.k_proj, attn.v_proj))
+    after = [lin.weight for lin in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj)]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for batch in (1, 2, 4, 8, 30):
+            h = torch.randn(batch, 1, attn.q_proj.in_features)
+            for owner, linears in ((attn, (attn.q_proj, attn.k_proj, attn.v_proj)), (mlp, (mlp.gate_proj, mlp.up_proj))):
+                got = cpu_gemm.grouped(owner, linears, h)
+                # Blocked rows: exactly the per-linear blocked products (same blocks); others: the linears.
+                assert all(torch.equal(g, lin(h)) for g, lin in zip(got, linears, strict=True)), batch
