@@ -26,17 +26,22 @@ import torch.nn.functional as F
 
 BLOCK = 16  # output rows per small GEMM: 8, 16 and 32 measured within noise of each other
 MIN_ROWS, MAX_ROWS = 4, 24  # rows (batch x positions) for which the blocked product is faster
+# Weights smaller than this (4 MB) stay in cache between uses, where the plain kernel does well and
+# the blocked one's extra ops cost more than they save (the tiny test model: 8 streams 3.8x one
+# stream blocked, 4.4x plain).
+MIN_WEIGHT = 1 << 20
 
 
-def block_linears(module: torch.nn.Module) -> int:
+def block_linears(module: torch.nn.Module, min_weight: int = MIN_WEIGHT) -> int:
     """Route batched 4..24-row inputs of each float32 CPU `nn.Linear` under `module` (with whole
-    16-row weight blocks) through `blocked_linear`, and join each decoder layer's q/k/v and gate/up
-    weights into one tensor (`fuse_layer`); returns how many linears were switched."""
+    16-row weight blocks, at least `min_weight` elements) through `blocked_linear`, and join each
+    decoder layer's q/k/v and gate/up weights into one tensor (`fuse_layer`); returns how many
+    linears were switched."""
     switched = 0
     for linear in module.modules():
         if (not isinstance(linear, torch.nn.Linear) or linear.weight.dtype != torch.float32
                 or linear.weight.device.type != "cpu" or linear.out_features % BLOCK
-                or getattr(linear, "blocked", False)):
+                or linear.weight.numel() < min_weight or getattr(linear, "blocked", False)):
             continue
         linear.blocked = True
         linear.forward = types.MethodType(_blocked_forward, linear)

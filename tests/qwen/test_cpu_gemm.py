@@ -31,8 +31,8 @@ def test_only_batched_steps_of_a_few_rows_take_the_blocked_path() -> None:
     torch.manual_seed(0)
     linear = torch.nn.Linear(96, 10 * BLOCK)
     weight, bias = linear.weight.detach().clone(), linear.bias.detach().clone()
-    assert block_linears(linear) == 1
-    assert block_linears(linear) == 0  # switched once
+    assert block_linears(linear, 0) == 1
+    assert block_linears(linear, 0) == 0  # switched once
     with torch.inference_mode():
         for batch, positions in [(b, 1) for b in range(1, 30)] + [(4, 2), (8, 2), (13, 2), (1, 6), (1, 20)]:
             x = torch.randn(batch, positions, 96)
@@ -46,10 +46,11 @@ def test_only_batched_steps_of_a_few_rows_take_the_blocked_path() -> None:
 
 
 def test_only_float32_cpu_weights_in_whole_blocks_are_switched() -> None:
-    assert block_linears(torch.nn.Linear(8, BLOCK + 1)) == 0
-    assert block_linears(torch.nn.Linear(8, BLOCK).to(torch.bfloat16)) == 0
+    assert block_linears(torch.nn.Linear(8, BLOCK + 1), 0) == 0
+    assert block_linears(torch.nn.Linear(8, BLOCK).to(torch.bfloat16), 0) == 0
     model = torch.nn.Sequential(torch.nn.Linear(8, BLOCK), torch.nn.ReLU(), torch.nn.Linear(BLOCK, 2 * BLOCK))
-    assert block_linears(model) == 2
+    assert block_linears(model, 9 * BLOCK) == 1  # weights in cache keep the plain kernel
+    assert block_linears(model, 0) == 1
 
 
 def test_rows_on_blocked_linears_match_their_solo_runs(tiny_custom_voice_dir, monkeypatch) -> None:
@@ -58,7 +59,7 @@ def test_rows_on_blocked_linears_match_their_solo_runs(tiny_custom_voice_dir, mo
     logits, codes equal."""
     loaded = _load(tiny_custom_voice_dir)  # its own copy: the forwards are swapped in place
     talker = loaded.model.model.talker
-    assert block_linears(talker) > 0
+    assert block_linears(talker, 0) > 0
     assert any(getattr(m, "blocked", False) for m in talker.code_predictor.modules())
     texts = ["One row of four speaks here.", "Two.", "The third row says a little more than that.",
              "Four, with a comma."]
@@ -86,7 +87,7 @@ def test_fused_projections_share_one_tensor_and_give_the_same_numbers(tiny_custo
     layer = talker.model.layers[0]
     attn, mlp = layer.self_attn, layer.mlp
     before = [lin.weight.detach().clone() for lin in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj)]
-    block_linears(talker)
+    block_linears(talker, 0)
     joined, sizes = attn.fused
     assert sizes == [attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features]
     # The modules' weights are slices of the joined tensor: nothing is held twice.
