@@ -13,8 +13,10 @@ kernel catches up (the step becomes compute-bound), and below 4 it is faster, so
 decode steps of 4 to 24 rows take the blocked path. MKL's packed GEMM (`torch.ops.mkl`), tried
 first, reached 0.90 ms for 4 rows and needed a 1.7x copy of every packed weight.
 
-The forward is swapped on the talker's and the code predictor's `nn.Linear`s (no weight changes),
-so the official `generate` on the same modules still runs the plain kernel (one sequence at a time).
+The forward is swapped on the talker's and the code predictor's `nn.Linear`s, and each decoder
+layer's q/k/v and gate/up weights are moved into one tensor per group (same values; the modules
+hold views), so `FrameBatch` multiplies a group in one call. The official `generate` on the same
+modules still runs the plain kernel (one sequence at a time).
 """
 
 from __future__ import annotations
