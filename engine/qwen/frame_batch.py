@@ -129,6 +129,9 @@ class FrameBatch:
         self.host_length = [0] * s
         self.host_fresh = [False] * s
         self._attn = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        # Sampling may read knobs on the host only where that costs nothing: an eager CPU step (on a
+        # GPU each read would wait for the device; in a graph it cannot happen at all).
+        self.host_sampling = not static and torch.device(dev).type == "cpu"
 
     def _kv(self, context: int) -> tuple[int, int, int]:
         return self.t_heads[0], context, self.t_heads[1]
@@ -296,7 +299,7 @@ class FrameBatch:
         early = self.frames[:b] < self.min_frames[:b]
         scores[:, self.eos] = torch.where(early, NEG_INF, scores[:, self.eos])
         scores = scores.masked_fill(self.suppress, NEG_INF)
-        token = pick(scores, self.knobs, self.noise[:b], b, host=not self.static)
+        token = pick(scores, self.knobs, self.noise[:b], b, host=self.host_sampling)
         self.seen.index_put_((self.rows[:b], token), self.yes[:b])  # a device value: no host scalar in a graph
         self.fresh[:b] = False
 
@@ -307,7 +310,7 @@ class FrameBatch:
             start = 0 if j == 0 else j + 1
             out = self._predictor_forward(embeds, start, b)
             scores = pred.lm_head[j](out)[:, -1, :].float()
-            code = pick(scores, self.sub_knobs, self.sub_noise[:b, j], b, host=not self.static)[:, None]
+            code = pick(scores, self.sub_knobs, self.sub_noise[:b, j], b, host=self.host_sampling)[:, None]
             codes.append(code)
             if j < self.groups - 2:
                 embeds = pred.small_to_mtp_projection(pred.model.get_input_embeddings()[j](code))
