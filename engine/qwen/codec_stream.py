@@ -296,7 +296,7 @@ def decode_together(decoders: list[StreamingCodecDecoder], codes: list[torch.Ten
         states = [d._state for d in decoders]
         together = len({st.position for st in states}) == 1
         if together:
-            joint = _State(_stacked_cache([st.cache for st in states], lead._new_state().cache))
+            joint = _State(_stacked_cache([st.cache for st in states]) or lead._new_state().cache)
             joint.position = states[0].position
             keys = {k for st in states for k in st.tails}
             codes_in = torch.stack(checked)
@@ -326,12 +326,12 @@ def decode_together(decoders: list[StreamingCodecDecoder], codes: list[torch.Ten
         return [w.float().cpu().numpy().reshape(-1) for w in wav[:, 0]]
 
 
-def _stacked_cache(caches: list, fresh: object) -> object:
+def _stacked_cache(caches: list) -> object | None:
     """One transformer cache for streams at the same position: their layers' keys and values stacked
-    (`fresh`, an empty cache, when none has seen a frame yet)."""
+    (None when none has seen a frame yet: an empty cache serves)."""
     first = caches[0]
     if not any(getattr(layer, "is_initialized", False) for layer in first.layers):
-        return fresh
+        return None
     joint = copy.copy(first)
     joint.layers = []
     for i, layer in enumerate(first.layers):
