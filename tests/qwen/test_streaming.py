@@ -270,7 +270,8 @@ def test_decoding_streams_together_equals_one_by_one(tiny_base_model, prompts) -
     assert [len(m) for m in mixed] == [4 * 1920, 3 * 1920]
 
 
-def test_streams_at_one_position_share_the_transformer_and_keep_their_own_state(tiny_base_model, prompts) -> None:
+def test_streams_at_one_position_share_the_transformer_and_keep_their_own_state(tiny_base_model, prompts,
+                                                                                monkeypatch) -> None:
     """Streams that started together (same position) run one transformer call over stacked caches;
     each keeps its own cache afterwards: decoding on alone, or together again, matches streams that
     were decoded one by one throughout, past the 72-frame sliding window."""
@@ -285,24 +286,22 @@ def test_streams_at_one_position_share_the_transformer_and_keep_their_own_state(
             d.prime(ref)
         return ds
 
+    calls = []  # streams per transformer call
+    transform = StreamingCodecDecoder._transform
+
+    def counted(self, codes):
+        calls.append(codes.shape[0])
+        return transform(self, codes)
+
+    monkeypatch.setattr(StreamingCodecDecoder, "_transform", counted)
     for primed in (False, True):
         alone, together = fresh(primed), fresh(primed)
-        calls = []
-        transform = StreamingCodecDecoder._transform
-
-        def counted(self, codes, transform=transform, calls=calls):
-            calls.append(codes.shape[0])
-            return transform(self, codes)
-
-        StreamingCodecDecoder._transform = counted
-        try:
-            for i, step in enumerate(steps):
-                expected = [d.decode(c) for d, c in zip(alone, step, strict=True)]
-                got = (decode_together(together, step) if i != 3
-                       else [d.decode(c) for d, c in zip(together, step, strict=True)])  # one step apart
-                for e, g in zip(expected, got, strict=True):
-                    assert e.shape == g.shape and np.allclose(e, g, atol=1e-5, rtol=0), (primed, i)
-        finally:
-            StreamingCodecDecoder._transform = transform
+        calls.clear()
+        for i, step in enumerate(steps):
+            expected = [d.decode(c) for d, c in zip(alone, step, strict=True)]
+            got = (decode_together(together, step) if i != 3
+                   else [d.decode(c) for d, c in zip(together, step, strict=True)])  # one step apart
+            for e, g in zip(expected, got, strict=True):
+                assert e.shape == g.shape and np.allclose(e, g, atol=1e-5, rtol=0), (primed, i)
         assert 3 in calls  # the joint steps ran one transformer call for all three streams
         assert [d._state.position for d in together] == [d._state.position for d in alone]
