@@ -1,7 +1,7 @@
 """Settings: one frozen struct, filled from defaults < environment < command-line flags.
 
-`OPTIONS` is the single table of every setting: the CLI builds its flags from it and the README's
-configuration table documents it. Nothing else in the code reads the environment.
+`OPTIONS` is the single table of every setting: the CLI builds its flags from it and
+docs/configuration.md documents it. Nothing else in the code reads the environment.
 """
 
 from __future__ import annotations

@@ -26,10 +26,10 @@ def test_every_option_is_a_serve_flag():
         assert option.flag in serve_help and option.env in serve_help
 
 
-def test_readme_documents_every_option():
+def test_configuration_doc_documents_every_option():
     from tests.server import ROOT
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     for option in OPTIONS:
         assert f"`{option.flag}`" in readme and f"`{option.env}`" in readme, option.flag
 

@@ -2,7 +2,7 @@
 
 The shapes follow what VoiceReader's clients read (`scripts/stream_play_queue_test.py`, the README's
 quick check); `docs/IPC_API.md` itself is not public, so the fields it would add are our choice and
-are documented in the README ("VoiceReader tts-engine clients").
+are documented in docs/protocols.md ("VoiceReader tts-engine clients").
 """
 
 from __future__ import annotations
