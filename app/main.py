@@ -25,6 +25,7 @@ from app.settings import Settings, load_settings
 from app.sockets.routes import speak_demo, speak_socket, speech_stream_socket
 from app.speech.routes import create_speech
 from app.voices.routes import VOICE_ROUTES
+from app.wiring.asr import build_transcriber
 from app.wiring.engines import build_engines
 from app.wiring.protocols import protocol_routes
 from app.wyoming.server import WyomingServer
@@ -50,9 +51,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             request_timeout=settings.request_timeout,
             observer=metrics,
             voice_map=voice_map,
+            transcriber=build_transcriber(settings, observer=metrics),
         )
         metrics.bind(service)
         await service.start()
+        if service.transcriber is not None:
+            await service.transcriber.start(preload=settings.preload)
         app.state.service = service
         log.info("engines: %s", ", ".join(f"{s.name} ready={s.ready} {s.reason}" for s in service.status()))
         wyoming = None

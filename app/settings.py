@@ -63,6 +63,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     no_cuda_graphs: bool = False
     no_blocked_gemm: bool = False
     qwen_max_context: int = 2048
+    # Speech recognition (/v1/audio/transcriptions, clone samples without a transcript): off without a model
+    asr_model: str | None = None
+    asr_device: str = "cpu"
+    asr_compute_type: str | None = None
+    asr_max_concurrent: int = 1
+    asr_threads: int | None = None
     # WebSockets (/api/v1/speak, /v1/audio/speech/stream)
     ws_idle_timeout: float = 300.0
     ws_max_queued_utterances: int = 8
@@ -149,6 +155,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_cuda_graphs", "--no-cuda-graphs", "run the Qwen frame steps eagerly on CUDA (no graph capture)", bool),
     Option("no_blocked_gemm", "--no-blocked-gemm", "CPU float32: batched Qwen steps use the plain GEMM kernel (to compare; 4 or more streams cost more)", bool),
     Option("qwen_max_context", "--qwen-max-context", "CUDA: prompt + frames one Qwen stream may hold (cache positions per row)", int),
+    Option("asr_model", "--asr-model", "speech recognizer for /v1/audio/transcriptions: a CTranslate2 Whisper folder, a hub id (Systran/faster-whisper-small.en) or a size name (small.en); off when unset"),
+    Option("asr_device", "--asr-device", "where the recognizer runs: cpu or cuda:N"),
+    Option("asr_compute_type", "--asr-compute-type", "recognizer weights: int8, int8_float16, float16, float32 (default: int8 on CPU, float16 on CUDA)"),
+    Option("asr_max_concurrent", "--asr-max-concurrent", "transcriptions running at once (their own slots, apart from speech)", int),
+    Option("asr_threads", "--asr-threads", "CPU threads per transcription (default: cores / --asr-max-concurrent)", int),
     Option("ws_idle_timeout", "--ws-idle-timeout", "seconds a speech WebSocket or Wyoming connection may stay silent and idle before it is closed", float),
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),

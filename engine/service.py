@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .admission import AdmissionQueue, Slot
+from .asr.service import TranscriptionService
 from .base import AudioChunk, Engine, EngineStatus, Priority, SamplingParams, SynthesisRequest, Voice
 from .errors import InvalidRequest, Unavailable
 from .registry import VoiceRegistry
@@ -134,9 +135,13 @@ class SpeechService:
         request_timeout: float = 300.0,
         observer: SpeechObserver | None = None,
         voice_map: dict[str, str] | None = None,
+        transcriber: TranscriptionService | None = None,
     ):
-        """`engines` in preference order (primary first); each gets its own admission queue."""
+        """`engines` in preference order (primary first); each gets its own admission queue. `transcriber`:
+        the speech recognizer (its own admission), for every door that hears as well as speaks; None
+        without --asr-model."""
         self.observer = observer
+        self.transcriber = transcriber
         self.engines = {e.name: e for e in engines}
         self.primary = engines[0]
         self.registry = VoiceRegistry(engines, voice_map)
@@ -148,6 +153,8 @@ class SpeechService:
 
     async def close(self) -> None:
         await asyncio.gather(*(e.close() for e in self.engines.values()), return_exceptions=True)
+        if self.transcriber is not None:
+            self.transcriber.close()
 
     def status(self) -> list[EngineStatus]:
         return [e.status() for e in self.engines.values()]

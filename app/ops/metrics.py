@@ -99,6 +99,14 @@ class GatewayMetrics:
                                      ["engine", "route"], registry=r)
         self.errors = Counter(f"{PREFIX}_synthesis_errors", "Syntheses that failed after admission, by error code",
                               ["engine", "code"], registry=r)
+        self.transcriptions = Counter(f"{PREFIX}_transcriptions", "Transcriptions and translations by task and "
+                                      "outcome: ok, rejected (busy, bad argument, no model), error, cancelled",
+                                      ["task", "outcome"], registry=r)
+        self.transcribed_audio = Counter(f"{PREFIX}_transcribed_audio_seconds", "Seconds of audio heard by the "
+                                         "speech recognizer (completed transcriptions)", ["task"], registry=r)
+        self.recognizer_latency = Histogram(f"{PREFIX}_recognizer_seconds", "Request admitted or queued to the last "
+                                            "segment recognized, completed transcriptions only", ["task"],
+                                            buckets=LATENCY_BUCKETS, registry=r)
         self.ws_active = Gauge(f"{PREFIX}_websocket_sessions", "Open WebSocket sessions", ["route"], registry=r)
         self.ws_total = Counter(f"{PREFIX}_websocket_sessions_opened", "WebSocket sessions opened", ["route"],
                                 registry=r)
@@ -200,6 +208,22 @@ class GatewayMetrics:
             fields["message"] = str(stream.error)[:300]
         log_event(request_log, logging.WARNING if code else logging.INFO, fields)
 
+    # -- TranscriptionObserver (engine.asr) ----------------------------------------------------------
+    def transcribed(self, *, task: str, audio_seconds: float, seconds: float, outcome: str,
+                    error: BaseException | None) -> None:
+        self.transcriptions.labels(task, outcome).inc()
+        if outcome == "ok":
+            self.transcribed_audio.labels(task).inc(audio_seconds)
+            self.recognizer_latency.labels(task).observe(seconds)
+        ctx = _CONTEXT.get()
+        fields = {"event": "transcription", "id": ctx.request_id if ctx else "", "route": ctx.route if ctx else "",
+                  "task": task, "outcome": outcome, "audio_s": round(audio_seconds, 3),
+                  "duration_ms": round(seconds * 1000, 1)}
+        if error is not None:
+            fields["error"] = getattr(error, "code", type(error).__name__)
+            fields["message"] = str(error)[:300]
+        log_event(request_log, logging.WARNING if outcome == "error" else logging.INFO, fields)
+
     # -- ASGI middleware -------------------------------------------------------------------------
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Litestar middleware factory: route context for the observer, counts for the rest."""
@@ -275,6 +299,12 @@ class _ScrapeTimeCollector(Collector):
             rejected.add_metric([name], queue.rejected)
         for name, engine in service.engines.items():
             ready.add_metric([name], 1.0 if engine.status().ready else 0.0)
+        if service.transcriber is not None:  # the recognizer's own admission queue, as the engine "asr"
+            queue = service.transcriber.admission
+            depth.add_metric(["asr"], queue.queued)
+            active.add_metric(["asr"], queue.active)
+            limit.add_metric(["asr"], queue.max_active)
+            rejected.add_metric(["asr"], queue.rejected)
         hits = CounterMetricFamily(f"{PREFIX}_limit_hits", "Protective limits that fired: decoded_audio, "
                                    "send_timeout, header_timeout, body_timeout, max_voices", labels=["limit"])
         for name, count in sorted(limits.HITS.items()):
