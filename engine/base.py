@@ -76,6 +76,8 @@ class SynthesisRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     deadline: float | None = None  # time.monotonic() by which synthesis must end
+    # Yield a `SegmentEnd` after each text segment's last audio (word timestamps need the boundaries).
+    segment_marks: bool = False
 
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -91,6 +93,29 @@ class AudioChunk:
     @property
     def duration(self) -> float:
         return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class TimedWord:
+    """A word said in a stretch of audio, in seconds from that audio's first sample."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentEnd:
+    """What `synthesize` yields after the last audio of each text segment when the request asks for
+    `segment_marks`: the sentence boundaries the engine knows exactly, for word timestamps.
+
+    `text`: the segment as the engine cut it from the request's text. `words`: the engine's own timing
+    of what it said in the segment, seconds from the segment's first sample; None when it has none.
+    """
+
+    index: int
+    text: str
+    words: tuple[TimedWord, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +143,9 @@ class Engine(Protocol):
     is exported as `speech_gateway_engine_<name>{engine="<name>"}`; these have dedicated metrics:
     `model_load_seconds` (time the last model load took), `prompt_cache_hits_total` and
     `prompt_cache_misses_total` (voice-clone prompts reused vs computed).
+
+    Also optional: `times_words: bool`, True when every `SegmentEnd` the engine yields carries its own
+    word timing (word timestamps then need no speech recognizer).
     """
 
     name: str
@@ -132,6 +160,7 @@ class Engine(Protocol):
     def voices(self) -> list[Voice]: ...
 
     def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]: ...
+    # ... and `SegmentEnd` items between the chunks, only when `request.segment_marks` asks for them.
 
 
 @runtime_checkable

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import SAMPLE_RATE, AudioChunk, EngineStatus, SynthesisRequest, Voice
+from .base import SAMPLE_RATE, AudioChunk, EngineStatus, SegmentEnd, SynthesisRequest, TimedWord, Voice
+from .embedded_timing import TimedHibari, spoken_tokens, word_times
 from .errors import InvalidRequest, Unavailable
 from .text import split_sentences
 from .worker import StepWorker
@@ -53,7 +54,7 @@ class EmbeddedEngine:
         self.max_segment_chars = max_segment_chars
         self._voice = VOICE
         self._workers: list[StepWorker] = []
-        self._models: dict[int, Any] = {}
+        self._models: dict[int, TimedHibari] = {}
         self._error = ""
         self._load_seconds = 0.0
 
@@ -77,7 +78,12 @@ class EmbeddedEngine:
 
         tts = Hibari(model=path, threads=self.threads)
         tts.phonemize("Warm up.")  # builds the G2P now, not in the first request
-        self._models[index] = tts
+        self._models[index] = TimedHibari(tts, self.threads)
+
+    @property
+    def times_words(self) -> bool:
+        """Every `SegmentEnd` carries the model's own word timing (see `engine.embedded_timing`)."""
+        return bool(self._models) and all(m.timed for m in self._models.values())
 
     async def close(self) -> None:
         workers, self._workers = self._workers, []
@@ -122,28 +128,44 @@ class EmbeddedEngine:
         segments = split_sentences(_plain_digits(request.text), self.max_segment_chars)
         worker = min(self._workers, key=lambda w: w.load)
         index = self._workers.index(worker)
-        seed = request.seed
+        seed, marks = request.seed, request.segment_marks
 
-        def steps() -> Iterator[np.ndarray | None]:
-            tts = self._models[index]
+        def steps() -> Iterator[np.ndarray | SegmentEnd | None]:
+            model = self._models[index]
+            tts = model.tts
             rng = np.random.default_rng(seed)
-            for segment in segments:
+            for number, segment in enumerate(segments):
                 # hibari may split a segment further; each piece is one step so cancel lands fast.
-                for phonemes in tts.phonemize(segment):
-                    audio = tts.from_ids(tts.ids(phonemes), 1.0, rng)
+                pieces = tts.phonemize(segment)
+                spoken: list[tuple[str, np.ndarray, int]] = []
+                for phonemes in pieces:
+                    audio, durations = model.synthesize(phonemes, rng)
+                    if durations is not None:
+                        spoken.append((phonemes, durations, len(audio)))
                     yield np.asarray(audio, dtype=np.float32) if len(audio) else None
+                if marks:  # a step of its own: the words are worked out after the audio went
+                    yield SegmentEnd(number, segment, _timing(tts, segment, spoken, model.timed))
 
         return _as_chunks(
             worker.stream(steps, priority=request.priority, deadline=request.deadline, request_id=request.request_id)
         )
 
 
-async def _as_chunks(frames: AsyncIterator[np.ndarray]) -> AsyncIterator[AudioChunk]:
+def _timing(tts: Any, segment: str, spoken: list[tuple[str, np.ndarray, int]], timed: bool
+            ) -> tuple[TimedWord, ...] | None:
+    """The segment's words timed by the model's durations (None when this model cannot time them)."""
+    if not timed:
+        return None
+    words = word_times(spoken_tokens(tts, segment), spoken, tts.vocab)
+    return () if words is None else words  # () leaves every word of the segment to interpolation
+
+
+async def _as_chunks(items: AsyncIterator[np.ndarray | SegmentEnd]) -> AsyncIterator[AudioChunk | SegmentEnd]:
     try:
-        async for samples in frames:
-            yield AudioChunk(samples)
+        async for item in items:
+            yield item if isinstance(item, SegmentEnd) else AudioChunk(item)
     finally:
-        await frames.aclose()  # type: ignore[attr-defined]
+        await items.aclose()  # type: ignore[attr-defined]
 
 
 def _plain_digits(text: str) -> str:

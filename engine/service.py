@@ -16,9 +16,11 @@ from typing import Protocol
 
 from .admission import AdmissionQueue, Slot
 from .asr.service import TranscriptionService
-from .base import AudioChunk, Engine, EngineStatus, Priority, SamplingParams, SynthesisRequest, Voice
+from .base import AudioChunk, Engine, EngineStatus, Priority, SamplingParams, SegmentEnd, SynthesisRequest, Voice
 from .errors import InvalidRequest, Unavailable
 from .registry import VoiceRegistry
+from .words import SentenceWords, WordTimer
+from .words.hearing import hearing
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ class SpeechParams:
     voice_override: Voice | None = None
     # Facts for observers (metrics, request logs), e.g. {"format": "mp3"}; synthesis never reads them.
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Word timestamps: the request field that asked for them (named when they cannot be had); None: not asked.
+    # The stream then also yields each sentence's `SentenceWords` (see engine/words).
+    timestamps: str | None = None
 
 
 class SpeechObserver(Protocol):
@@ -57,14 +62,20 @@ class SpeechObserver(Protocol):
 
 
 class SpeechStream:
-    """An admitted synthesis: iterate for chunks; `aclose()` cancels the engine and frees the slot."""
+    """An admitted synthesis: iterate for chunks; `aclose()` cancels the engine and frees the slot.
 
-    def __init__(self, request: SynthesisRequest, chunks: AsyncIterator[AudioChunk], slot: Slot):
+    With a `timer` (word timestamps asked for), iterating also yields each sentence's `SentenceWords`,
+    before any audio of the sentences after it.
+    """
+
+    def __init__(self, request: SynthesisRequest, chunks: AsyncIterator[AudioChunk | SegmentEnd], slot: Slot,
+                 timer: WordTimer | None = None):
         self.request = request
         self.voice: Voice = request.voice
         self._chunks = chunks
         self._slot = slot
-        self._first: AudioChunk | None = None
+        self.timer = timer
+        self._head: list[AudioChunk | SegmentEnd] = []  # read by _prime: marks of silent segments, first chunk
         self.started = time.monotonic()
         self.requested_at = self.started  # open() moves it back to include the admission wait
         self.first_audio_at: float | None = None
@@ -84,24 +95,31 @@ class SpeechStream:
         return "error" if self.error is not None else "cancelled"
 
     async def _prime(self) -> None:
-        try:
-            self._first = await anext(self._chunks)
-        except StopAsyncIteration:
-            self._first = None
+        async for item in self._chunks:
+            self._head.append(item)
+            if isinstance(item, AudioChunk):
+                break
         self.first_audio_at = time.monotonic()
 
-    def __aiter__(self) -> AsyncIterator[AudioChunk]:
-        return self._iterate()
+    @property
+    def _silent(self) -> bool:
+        return not any(isinstance(item, AudioChunk) for item in self._head)
 
-    async def _iterate(self) -> AsyncIterator[AudioChunk]:
+    def __aiter__(self) -> AsyncIterator[AudioChunk | SentenceWords]:
+        items = self._iterate()
+        return self.timer.timed(items) if self.timer is not None else items  # type: ignore[return-value]
+
+    async def _iterate(self) -> AsyncIterator[AudioChunk | SegmentEnd]:
         try:
-            if self._first is not None:
-                first, self._first = self._first, None
-                self.audio_seconds += first.duration
-                yield first
-            async for chunk in self._chunks:
-                self.audio_seconds += chunk.duration
-                yield chunk
+            head, self._head = self._head, []
+            for item in head:
+                if isinstance(item, AudioChunk):
+                    self.audio_seconds += item.duration
+                yield item
+            async for item in self._chunks:
+                if isinstance(item, AudioChunk):
+                    self.audio_seconds += item.duration
+                yield item
             self._completed = True
         except (asyncio.CancelledError, GeneratorExit):
             raise  # the consumer went away: an outcome of "cancelled", not an error
@@ -185,6 +203,7 @@ class SpeechService:
         status = engine.status()
         if not status.ready:
             raise Unavailable(f"engine {engine.name} not ready: {status.reason}", retry_after=5)
+        timer = self._word_timer(params, engine, voice)
         request = SynthesisRequest(
             text=params.text,
             voice=voice,
@@ -194,6 +213,7 @@ class SpeechService:
             priority=params.priority,
             sampling=params.sampling,
             deadline=time.monotonic() + self.request_timeout,
+            segment_marks=timer is not None,
             **({"request_id": params.request_id} if params.request_id else {}),
         )
         slot = await self.admission[engine.name].acquire(params.priority)
@@ -202,18 +222,35 @@ class SpeechService:
         except BaseException:
             slot.release()
             raise
-        stream = SpeechStream(request, chunks, slot)
+        stream = SpeechStream(request, chunks, slot, timer)
         try:
             await stream._prime()
         except BaseException:
             await stream.aclose()
             raise
-        if stream._first is None:
+        if stream._silent:
             await stream.aclose()
             # Only the text can make a working engine say nothing (emoji, control or unpronounceable
             # characters): the caller's fault, not a server error.
             raise InvalidRequest(f"nothing in 'input' can be spoken by voice {voice.id!r}", param="input")
         return stream
+
+    def require_word_timing(self, voice: Voice, param: str) -> None:
+        """InvalidRequest naming `param` (the field that asked) and --asr-model when the words `voice` speaks
+        cannot be timed: its engine does not time words itself and there is no speech recognizer."""
+        if not getattr(self.engines[voice.engine], "times_words", False) and self.transcriber is None:
+            raise InvalidRequest(f"word timestamps for voice {voice.id!r} need a speech recognizer, and this server "
+                                 "has none: start it with --asr-model", param=param)
+
+    def _word_timer(self, params: SpeechParams, engine: Engine, voice: Voice) -> WordTimer | None:
+        """The request's word timer, or None when none was asked for; InvalidRequest when none can be had."""
+        if params.timestamps is None:
+            return None
+        self.require_word_timing(voice, params.timestamps)
+        if getattr(engine, "times_words", False):
+            return WordTimer(params.text)
+        assert self.transcriber is not None
+        return WordTimer(params.text, hearing(self.transcriber))
 
 
 def _notify(callback: Callable[..., None], *args: object) -> None:

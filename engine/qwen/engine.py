@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.base import SAMPLE_RATE, AudioChunk, EngineStatus, SynthesisRequest, Voice
+from engine.base import SAMPLE_RATE, AudioChunk, EngineStatus, SegmentEnd, SynthesisRequest, Voice
 from engine.errors import DeadlineExceeded, InvalidRequest, SpeechError, Unavailable
 from engine.text import split_sentences
 from engine.voice_store import SHIPPED_VOICES_DIR, VoiceStore
@@ -373,8 +373,8 @@ class QwenEngine:
 
     async def _stream(
         self, request: SynthesisRequest, pool: _ModelPool, language: str, segments: list[str]
-    ) -> AsyncIterator[AudioChunk]:
-        from .scheduler import StreamJob
+    ) -> AsyncIterator[AudioChunk | SegmentEnd]:
+        from .scheduler import SentenceDone, StreamJob
         from .streaming import GenerationParams, prepare_inputs
 
         await pool.ensure_loaded(self.config)
@@ -396,10 +396,14 @@ class QwenEngine:
                                   voice_clone_prompt=prompt)
 
         job = StreamJob(sentences=len(segments), prepare=prepare, params=params, seed=request.seed,
-                        priority=request.priority, deadline=request.deadline, request_id=request.request_id)
+                        priority=request.priority, deadline=request.deadline, request_id=request.request_id,
+                        marks=request.segment_marks)
         frames = scheduler.submit(job)
         try:
             async for samples in frames:
+                if isinstance(samples, SentenceDone):
+                    yield SegmentEnd(samples.index, segments[samples.index])  # no word timing of its own
+                    continue
                 yield AudioChunk(np.asarray(samples, dtype=np.float32), SAMPLE_RATE)
         finally:
             await frames.aclose()  # type: ignore[attr-defined]  # takes the row out of the batch

@@ -62,6 +62,7 @@ class StreamJob:
     priority: int = Priority.INTERACTIVE
     deadline: float | None = None
     request_id: str = ""
+    marks: bool = False  # put a SentenceDone after each sentence's last audio
     loop: asyncio.AbstractEventLoop | None = None
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     gone: bool = False
@@ -72,6 +73,13 @@ class StreamJob:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             pass
+
+
+@dataclass(frozen=True)
+class SentenceDone:
+    """On a job's queue (when it asks for `marks`) after the last audio of its sentence `index`."""
+
+    index: int
 
 
 @dataclass(eq=False)
@@ -405,6 +413,8 @@ class FrameScheduler:
         tail = row.decoder.flush()
         if tail.size:
             row.job.put(tail)
+        if row.job.marks:
+            row.job.put(SentenceDone(row.sentence))
         row.sentence += 1
         if row.sentence >= row.job.sentences or row.job.gone:
             self.stats.finished += 1
@@ -414,4 +424,4 @@ class FrameScheduler:
             self._waiting.append((int(row.job.priority), row.job.seq, row))
 
 
-__all__ = ["FrameScheduler", "ROW_BUCKETS", "SchedulerStats", "StreamJob"]
+__all__ = ["FrameScheduler", "ROW_BUCKETS", "SchedulerStats", "SentenceDone", "StreamJob"]
