@@ -363,3 +363,63 @@ def test_denormal_temperature_is_refused(embedded_server):
     response = httpx.post(embedded_server.url + SPEECH, timeout=10, json={
         "model": "tts-1", "voice": "alloy", "input": "Hi.", "temperature": 1e-45})
     assert response.status_code == 400 and response.json()["error"]["param"] == "temperature"
+
+
+# -- round 2, 6. a VoiceReader events socket that never reads --------------------------------------
+def _stalled_events_socket(server: Server) -> socket.socket:
+    sock = _quiet_socket(server)
+    sock.sendall(_ws_handshake("/v1/ws"))
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(1)
+    assert reply.startswith(b"HTTP/1.1 101"), reply
+    return sock
+
+
+async def _job_seconds(server: Server, ws, text: str) -> float:
+    """From POST /v1/speak to the job's JOB_DONE on `ws` (a reading events socket)."""
+    from tests.voicereader.test_voicereader import events_until
+
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=60) as client:
+        job = (await client.post(server.v1 + "/speak", json={"text": text})).json()
+    events = await events_until(ws, job["job_id"], {"JOB_DONE", "JOB_ERROR", "JOB_CANCELED"}, timeout=60)
+    assert events[-1]["type"] == "JOB_DONE", events[-1]
+    return time.monotonic() - started
+
+
+async def test_a_stalled_events_socket_delays_nobody(server_factory):
+    import websockets
+
+    from tests.voicereader.test_voicereader import events_until
+
+    server = server_factory("--send-timeout", "30", "--ws-idle-timeout", "300")
+    text = long_text(20)  # ~80 s of audio: more than the kernel buffers of a socket that never reads
+    async with websockets.connect(server.ws_url + "/v1/ws", max_size=None) as ws:
+        assert json.loads(await ws.recv())["type"] == "CONNECTED"
+        await _job_seconds(server, ws, "Warm up.")
+        solo = await _job_seconds(server, ws, text)
+        stalled = [_stalled_events_socket(server) for _ in range(3)]
+        try:
+            beside = await _job_seconds(server, ws, text)
+            # Before: each event waited for every socket in turn under one lock, so the first full socket
+            # buffer held the job (and every other listener) until the 30 s send timeout, socket by socket.
+            assert beside < 2 * solo + 2, (solo, beside)
+            # A cancel waits for the job to stop, never for a socket.
+            async with httpx.AsyncClient(timeout=60) as client:
+                job = (await client.post(server.v1 + "/speak", json={"text": long_text(40)})).json()
+                await events_until(ws, job["job_id"], {"AUDIO_CHUNK"})
+                started = time.monotonic()
+                answer = (await client.post(server.v1 + "/cancel", json={})).json()
+                assert time.monotonic() - started < 2 and answer["job_ids"] == [job["job_id"]]
+            assert (await events_until(ws, job["job_id"], {"JOB_CANCELED"}))[-1]["type"] == "JOB_CANCELED"
+            assert value(scrape(server), "speech_gateway_active_slots", engine="embedded") == 0
+            # Sockets that fall more than 240 s of audio behind are closed and dropped, long before the
+            # send timeout; the reading one keeps its place.
+            for _ in range(2):
+                await _job_seconds(server, ws, long_text(60))
+            assert _hits(server, "slow_listener") == 3
+            assert httpx.get(server.v1 + "/health", timeout=10).json()["jobs"]["listeners"] == 1
+        finally:
+            for sock in stalled:
+                sock.close()

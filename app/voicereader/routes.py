@@ -1,24 +1,27 @@
 """VoiceReader's tts-engine API: health, voices, speak jobs, cancel, warmup, and the events socket.
 
 Every route takes the gateway's API keys as its bearer tokens (`require_api_key`; open when none are
-configured) and answers refusals as `{"code", "message"}` JSON. Jobs and events: `jobs.py`.
+configured) and answers refusals as `{"code", "message"}` JSON. With keys, the key a request or socket
+presents is also its owner: jobs, events, the replay buffer and cancels are that key's (`owner_of`).
+Jobs and events: `jobs.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 
 from litestar import Request, Response, WebSocket, get, post, websocket
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
-from app.ops.auth import require_api_key
+from app.ops.auth import bearer_token, require_api_key
 from app.ops.errors import validation_param
 from app.ops.openapi import OptionalBodyOperation
 from app.sockets.protocol import ProtocolError
-from app.sockets.session import Credentials, IdleTimeout, WsChannel
-from app.voicereader.jobs import JobHub
+from app.sockets.session import Credentials, IdleTimeout
+from app.voicereader.jobs import EventsChannel, JobHub, encode
 from app.voicereader.protocol import (
     CLIENT_TYPES,
     DEFAULT_VOICE_ID,
@@ -113,6 +116,18 @@ def hub_of(app: object) -> JobHub:
     return hub
 
 
+def owner_of(app: object, token: str | None) -> str | None:
+    """Whose jobs a caller sees: None on a server without keys (one user), else a digest of its key
+    (checked by the guard or the socket's verdict before this is asked; the key itself is not kept)."""
+    if not app.state.api_keys or not token:  # type: ignore[attr-defined]
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def _owner(request: Request) -> str | None:
+    return owner_of(request.app, bearer_token(request.headers.get("authorization")))
+
+
 def _ws_url(request: Request) -> str:
     scheme = "wss" if request.url.scheme in ("https", "wss") else "ws"
     return f"{scheme}://{request.url.netloc}{WS_PATH}"
@@ -122,9 +137,12 @@ def _ws_url(request: Request) -> str:
      **_COMMON)
 def health(request: Request) -> VoiceReaderHealth:
     """The primary engine as `runtime.backend` (never a mock fallback: `fallback_active` is always false),
-    its readiness and reason (`runtime.detail`), and the state of `POST /v1/warmup`."""
+    its readiness and reason (`runtime.detail`), and the state of `POST /v1/warmup`. `jobs` counts the
+    caller's own (with API keys, the jobs and sockets of its key)."""
     service: SpeechService = request.app.state.service
     hub = hub_of(request.app)
+    owner = _owner(request)
+    current = hub.current_of(owner)
     statuses = service.status()
     primary = service.primary.status()
     device = str(primary.details.get("device", "cpu"))
@@ -138,8 +156,8 @@ def health(request: Request) -> VoiceReaderHealth:
                         detail=primary.reason or "ready", warmup=hub.warmup.state(),
                         engines=[{"name": s.name, "ready": s.ready, "reason": s.reason, "loaded": list(s.loaded)}
                                  for s in statuses]),
-        jobs=VoiceReaderJobs(current=hub.current.id if hub.current else None, queued=hub.queued,
-                       listeners=len(hub.listeners), buffered_events=hub.buffered),
+        jobs=VoiceReaderJobs(current=current.id if current else None, queued=hub.queued(owner),
+                             listeners=hub.listening(owner), buffered_events=hub.buffered(owner)),
     )
 
 
@@ -173,7 +191,7 @@ async def speak(request: Request, data: VoiceReaderSpeakRequest) -> VoiceReaderS
     hub = hub_of(request.app)
     job = hub.new_job(voice, data.voice_id, language, data.text, data.max_chars or settings.max_segment_chars,
                       rate=data.control("rate") or 1.0, volume=1.0 if data.control("volume") is None
-                      else float(data.control("volume")))  # type: ignore[arg-type]
+                      else float(data.control("volume")), owner=_owner(request))  # type: ignore[arg-type]
     position = await hub.submit(job)
     return VoiceReaderSpeakResponse(job_id=job.id, status="canceled" if job.canceled else ("started" if position == 0
                          else "queued"), ws_url=_ws_url(request), voice_id=data.voice_id, queue_position=position,
@@ -183,13 +201,15 @@ async def speak(request: Request, data: VoiceReaderSpeakRequest) -> VoiceReaderS
 @post("/v1/cancel", summary="VoiceReader: cancel a speak job", status_code=200, responses=_errors(400, 401, 404),
       operation_class=OptionalBodyOperation, **_COMMON)
 async def cancel(request: Request, data: VoiceReaderCancelRequest | None = None) -> VoiceReaderCancelResponse:
-    """Stop a job (queued or speaking) by `job_id`; without one, the current job and every queued one.
-    Answered once each is over: its `JOB_CANCELED` is sent and its admission slot is free."""
+    """Stop a job (queued or speaking) by `job_id`; without one, the current job and every queued one
+    (with API keys: the caller's key's jobs only; another key's job id is a 404). Answered once each is
+    over: its `JOB_CANCELED` is on its way and its admission slot is free; it never waits for a socket."""
     hub = hub_of(request.app)
+    owner = _owner(request)
     job_id = data.job_id if data is not None else None
-    if job_id is not None and hub.job(job_id) is None:
+    if job_id is not None and hub.job(job_id, owner) is None:
         raise JobNotFound(f"no job {job_id!r}", param="job_id")
-    ids = await hub.cancel(job_id)
+    ids = await hub.cancel(job_id, owner)
     return VoiceReaderCancelResponse(canceled=bool(ids), job_ids=ids)
 
 
@@ -212,11 +232,13 @@ async def warmup(request: Request, data: VoiceReaderWarmupRequest | None = None)
 @websocket(WS_PATH)
 async def events_socket(socket: WebSocket) -> None:
     """The events of every speak job (`JOB_STARTED`, `AUDIO_CHUNK`, `JOB_DONE` / `JOB_ERROR` /
-    `JOB_CANCELED`), after a `CONNECTED` hello and whatever was buffered while no socket listened.
-    Client frames: `PING` (→ `PONG`), `CANCEL` (`job_id` optional)."""
+    `JOB_CANCELED`), after a `CONNECTED` hello and whatever was buffered while no socket listened; with
+    API keys, the jobs of the socket's key. Client frames: `PING` (→ `PONG`), `CANCEL` (`job_id` optional).
+    Every frame out goes through the socket's outbox (`jobs.Listener`): handling one never waits on a send."""
     app = socket.app
     settings = app.state.settings
-    channel = WsChannel(socket, idle_timeout=settings.ws_idle_timeout, max_message_bytes=settings.ws_max_message_bytes)
+    channel = EventsChannel(socket, idle_timeout=settings.ws_idle_timeout,
+                            max_message_bytes=settings.ws_max_message_bytes)
     credentials = Credentials.of(socket)
     verdict = credentials.verdict(app.state.api_keys)
     await channel.accept(credentials.subprotocol)
@@ -226,30 +248,32 @@ async def events_socket(socket: WebSocket) -> None:
         await channel.refuse(Error(error=VoiceReaderError(code=UNAUTHORIZED, message=message)), "unauthorized")
         return
     hub = hub_of(app)
-    current = hub.current.id if hub.current else None
-    if not await hub.attach(channel, lambda replayed: Connected(current_job=current, queued=hub.queued,
-                                                                replayed=replayed)):
-        return
+    owner = owner_of(app, credentials.token)
+    current = hub.current_of(owner)
+    listener = hub.attach(channel, owner, lambda replayed: Connected(
+        current_job=current.id if current else None, queued=hub.queued(owner), replayed=replayed))
     try:
-        while not channel.closed:
+        while not channel.closed and not listener.dropped:
             raw = await channel.receive(busy=lambda: hub.busy)
             if raw is None:
                 break
             try:
                 event = channel.parse(raw, ClientEvent, CLIENT_TYPES)
             except ProtocolError as e:
-                await channel.send(Error(error=VoiceReaderError(code=INVALID_REQUEST, message=e.message)))
+                listener.offer(encode(Error(error=VoiceReaderError(code=INVALID_REQUEST, message=e.message))))
                 continue
             if isinstance(event, Ping):
-                await channel.send(Pong())
-            elif event.job_id is not None and hub.job(event.job_id) is None:
-                await channel.send(Error(error=VoiceReaderError(code=JOB_NOT_FOUND, message=f"no job {event.job_id!r}")))
+                listener.offer(encode(Pong()))
+            elif event.job_id is not None and hub.job(event.job_id, owner) is None:
+                listener.offer(encode(Error(error=VoiceReaderError(code=JOB_NOT_FOUND,
+                                                                   message=f"no job {event.job_id!r}"))))
             else:
-                await hub.cancel(event.job_id)  # its JOB_CANCELED comes as an event
+                await hub.cancel(event.job_id, owner)  # its JOB_CANCELED comes as an event
     except IdleTimeout:
+        hub.detach(listener)
         await channel.close(1000, "idle")
     finally:
-        hub.detach(channel)
+        hub.detach(listener)
         await channel.close()
 
 

@@ -259,3 +259,58 @@ def test_busy_server_answers_rate_limited(server_factory) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert httpx.post(busy.v1 + "/speak", json={"text": "Hello there."}).json()["status"] == "started"
+
+
+# -- bursts and keys -----------------------------------------------------------------------------
+async def test_a_burst_admits_exactly_the_queue_limit(server: Server) -> None:
+    """30 speaks at once with --ws-max-queued-utterances 8: one starts, eight wait, the rest are refused
+    (the limit was checked before the first job left the queue, so a burst used to overshoot it)."""
+    async with httpx.AsyncClient(headers=AUTH, timeout=60) as client:
+        answers = await asyncio.gather(*(client.post(server.v1 + "/speak", json={"text": LONG_TEXT})
+                                         for _ in range(30)))
+        try:
+            statuses = [a.json().get("status") or a.json()["code"] for a in answers]
+            assert (statuses.count("started"), statuses.count("queued"), statuses.count("RATE_LIMITED")) == (1, 8, 21)
+            positions = sorted(a.json()["queue_position"] for a in answers if a.status_code == 200)
+            assert positions == list(range(9))
+        finally:
+            assert len((await client.post(server.v1 + "/cancel", json={})).json()["job_ids"]) == 9
+
+
+async def test_jobs_events_and_cancels_belong_to_their_key(server_factory) -> None:
+    keyed = server_factory("--api-key", "key-one", "--api-key", "key-two")
+    one, two = {"Authorization": "Bearer key-one"}, {"Authorization": "Bearer key-two"}
+    async with httpx.AsyncClient(timeout=60) as client:
+        # Replay: key one's job speaks while no socket listens; key two's socket gets none of it.
+        first = (await client.post(keyed.v1 + "/speak", headers=one, json={"text": "Only for key one."})).json()
+        deadline = time.monotonic() + 30
+        while (await client.get(keyed.v1 + "/health", headers=one)).json()["jobs"]["buffered_events"] < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert (await client.get(keyed.v1 + "/health", headers=two)).json()["jobs"]["buffered_events"] == 0
+        async with websockets.connect(keyed.ws_url + "/v1/ws", additional_headers=two, max_size=None) as ws_two:
+            assert json.loads(await ws_two.recv())["replayed"] == 0
+            async with websockets.connect(keyed.ws_url + "/v1/ws", subprotocols=["auth.bearer.v1", "key-one"],
+                                          max_size=None) as ws_one:
+                assert json.loads(await ws_one.recv())["replayed"] > 2
+                replay = await events_until(ws_one, first["job_id"], {"JOB_DONE"})
+                assert replay[0]["type"] == "JOB_STARTED" and replay[-1]["type"] == "JOB_DONE"
+                # Live: key two can neither cancel nor see key one's running job.
+                job = (await client.post(keyed.v1 + "/speak", headers=one, json={"text": LONG_TEXT})).json()
+                await events_until(ws_one, job["job_id"], {"AUDIO_CHUNK"})
+                assert (await client.post(keyed.v1 + "/cancel", headers=two, json={})).json() == {
+                    "canceled": False, "job_ids": []}
+                refused = await client.post(keyed.v1 + "/cancel", headers=two, json={"job_id": job["job_id"]})
+                assert (refused.status_code, refused.json()["code"]) == (404, "JOB_NOT_FOUND")
+                await ws_two.send(json.dumps({"type": "CANCEL", "job_id": job["job_id"]}))
+                assert json.loads(await ws_two.recv())["error"]["code"] == "JOB_NOT_FOUND"
+                assert (await client.get(keyed.v1 + "/health", headers=two)).json()["jobs"]["current"] is None
+                assert (await client.get(keyed.v1 + "/health", headers=one)).json()["jobs"]["current"] == job["job_id"]
+                await ws_two.send(json.dumps({"type": "CANCEL"}))  # cancels key two's jobs: none
+                more = await events_until(ws_one, job["job_id"], {"AUDIO_CHUNK"})
+                assert more[-1]["type"] == "AUDIO_CHUNK"  # still speaking
+                answer = (await client.post(keyed.v1 + "/cancel", headers=one, json={})).json()
+                assert answer == {"canceled": True, "job_ids": [job["job_id"]]}
+                await events_until(ws_one, job["job_id"], {"JOB_CANCELED"})
+            await ws_two.send(json.dumps({"type": "PING"}))
+            assert json.loads(await ws_two.recv()) == {"type": "PONG"}  # nothing of key one's came before it
