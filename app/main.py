@@ -24,6 +24,7 @@ from app.ops.strict_body import strict_json_body
 from app.settings import Settings, load_settings
 from app.sockets.routes import speak_demo, speak_socket, speech_stream_socket
 from app.speech.routes import create_speech
+from app.transcription.routes import TRANSCRIPTION_ROUTES
 from app.voices.routes import VOICE_ROUTES
 from app.wiring.asr import build_transcriber
 from app.wiring.engines import build_engines
@@ -72,7 +73,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics.bind(None)
             await service.close()
 
-    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, retrieve_model, *VOICE_ROUTES],
+    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, retrieve_model, *VOICE_ROUTES,
+                                     *TRANSCRIPTION_ROUTES],
                 guards=[require_api_key])
     docs_plugin, docs_assets = docs_ui()
     keyed = bool(settings.all_api_keys())

@@ -17,7 +17,7 @@ PACKAGES = ("app", "engine")
 ASSEMBLY = ("app.main", "app.settings", "app.wiring", "app.cli.main")
 CONCRETE_ENGINES = ("engine.qwen", "engine.embedded")
 FAMILIES = {"speech", "batch", "voices", "sockets", "audio", "ops", "cli", "wiring", "static", "wyoming",
-            "chatterbox", "soprano", "voicereader"}
+            "chatterbox", "soprano", "voicereader", "transcription"}
 # each drop-in protocol adapter (app/wiring/protocols.py) adds its package here
 
 

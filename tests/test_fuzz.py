@@ -28,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.ops.openapi_export import DEFAULT_PATH
+from tests.asr_model import tiny_en
 from tests.server import ROOT, Server, start_server
 
 FUZZ_CASES = int(os.environ.get("FUZZ_CASES", "250"))
@@ -76,8 +77,9 @@ def _speakable(context: schemathesis.HookContext, body: object) -> st.SearchStra
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # A roomy queue: the fuzzer sends one request at a time, a 429 would only hide a real answer.
+    # The packaged Whisper tiny.en serves /v1/audio/transcriptions and /translations (else they are 503s).
     server = start_server(tmp_path_factory.mktemp("fuzz"), "--max-concurrent", "2", "--max-queue", "16",
-                          "--request-timeout", "30")
+                          "--request-timeout", "30", "--asr-model", str(tiny_en()))
     yield server
     server.stop()
     log = server.log()

@@ -1,4 +1,5 @@
-"""`speech-gateway`: serve the API, speak a text to files, manage voices, write a random-weight Qwen3 checkpoint."""
+"""`speech-gateway`: serve the API, speak a text to files, transcribe audio, manage voices, write a random-weight
+Qwen3 checkpoint."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.say import add_say_arguments
+from app.cli.transcribe import add_transcribe_arguments
 from app.cli.voices import add_voices_parser
 from app.settings import OPTIONS, Settings, load_settings
 
@@ -84,6 +86,12 @@ def say(args: argparse.Namespace) -> None:
     say_command(args, _settings_from(args))
 
 
+def transcribe(args: argparse.Namespace) -> None:
+    from app.cli.transcribe import transcribe_command
+
+    transcribe_command(args, _settings_from(args))
+
+
 def random_model(args: argparse.Namespace) -> None:
     from app.wiring.qwen_quiet import import_qwen_tts
 
@@ -113,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(p, only={"engine", "voices_dir", "qwen_base", "qwen_custom_voice", "qwen_voice_design",
                                  "device", "dtype", "attn", "allow_download", "max_segment_chars", "voice_map"})
     p.set_defaults(func=say)
+
+    p = sub.add_parser("transcribe", help="speech to text, srt or vtt (a recognizer here, or a server's)")
+    add_transcribe_arguments(p)
+    _add_settings_flags(p, only={"asr_model", "asr_device", "asr_compute_type", "asr_threads", "allow_download"})
+    p.set_defaults(func=transcribe)
 
     p = sub.add_parser("random-model", help="write a random-weight Qwen3-TTS checkpoint (tests, benchmarks)")
     p.add_argument("dir")

@@ -25,6 +25,7 @@ from .recognizer import Recognizer, resolve_model
 from .transcript import Segment, Transcript
 
 log = logging.getLogger(__name__)
+AudioLoader = Callable[[], tuple[np.ndarray, int]]
 
 
 class TranscriptionObserver(Protocol):
@@ -39,12 +40,11 @@ class TranscriptionObserver(Protocol):
 class TranscriptStream:
     """An admitted transcription: iterate for segments; `aclose()` stops it and frees the slot."""
 
-    def __init__(self, service: TranscriptionService, slot: Slot, task: str, audio_seconds: float,
-                 requested_at: float):
+    def __init__(self, service: TranscriptionService, slot: Slot, task: str, requested_at: float):
         self._service = service
         self._slot = slot
         self.task = task
-        self.audio_seconds = audio_seconds
+        self.audio_seconds = 0.0  # known once the audio is loaded
         self.requested_at = requested_at
         self.language = ""
         self.segments: list[Segment] = []  # those handed out so far
@@ -65,9 +65,11 @@ class TranscriptStream:
             if self._running.done():
                 self._running = None
 
-    async def _start(self, audio: np.ndarray, sample_rate: int, options: dict[str, Any]) -> None:
+    async def _start(self, load: AudioLoader, options: dict[str, Any]) -> None:
         recognizer = self._service.recognizer
-        run = await self._call(lambda: recognizer.recognize(audio, sample_rate, **options))
+        audio, rate = await self._call(load)
+        self.audio_seconds = len(audio) / rate if rate > 0 else 0.0
+        run = await self._call(lambda: recognizer.recognize(audio, rate, **options))
         self.language, self._iterator = run.language, run.segments
         self._first = await self._next()
 
@@ -147,23 +149,28 @@ class TranscriptionService:
         except Unavailable as e:
             log.warning("speech recognizer unavailable (transcriptions will answer 503): %s", e.message)
 
-    async def open(self, audio: np.ndarray, sample_rate: int, *, priority: Priority = Priority.INTERACTIVE,
-                   language: str | None = None, task: str = "transcribe", prompt: str | None = None,
-                   temperature: float = 0.0, word_timestamps: bool = False) -> TranscriptStream:
+    async def open(self, audio: np.ndarray | AudioLoader, sample_rate: int = 0, *,
+                   priority: Priority = Priority.INTERACTIVE, language: str | None = None, task: str = "transcribe",
+                   prompt: str | None = None, temperature: float = 0.0, word_timestamps: bool = False
+                   ) -> TranscriptStream:
         """Admit and start a transcription: the model is loaded, the arguments checked and the first segment
-        decoded before this returns, so a caller can still answer with an error status (400, 429, 503)."""
+        decoded before this returns, so a caller can still answer with an error status (400, 429, 503).
+
+        `audio`: samples at `sample_rate`, or a loader returning (samples, rate), e.g. decoding an upload:
+        it runs on a thread once the slot is held, so a flood of uploads queues before it is decoded."""
         requested_at = time.monotonic()
-        audio_seconds = len(audio) / sample_rate if sample_rate > 0 else 0.0
+        load: AudioLoader = audio if callable(audio) else (lambda: (audio, sample_rate))  # type: ignore[assignment]
         options = {"language": language, "task": task, "prompt": prompt, "temperature": temperature,
                    "word_timestamps": word_timestamps}
         try:
             slot = await self.admission.acquire(priority)
         except BaseException as e:
-            self._notify(task, audio_seconds, time.monotonic() - requested_at, _refusal(e), e)
+            seconds = len(audio) / sample_rate if not callable(audio) and sample_rate > 0 else 0.0
+            self._notify(task, seconds, time.monotonic() - requested_at, _refusal(e), e)
             raise
-        stream = TranscriptStream(self, slot, task, audio_seconds, requested_at)
+        stream = TranscriptStream(self, slot, task, requested_at)
         try:
-            await stream._start(audio, sample_rate, options)
+            await stream._start(load, options)
         except BaseException as e:
             stream.error = e if not isinstance(e, asyncio.CancelledError) else None
             stream._closed = True  # counted here, once, as a refusal rather than a failure
@@ -172,11 +179,11 @@ class TranscriptionService:
                 running.add_done_callback(lambda _: slot.release())
             else:
                 slot.release()
-            self._notify(task, audio_seconds, time.monotonic() - requested_at, _refusal(e), e)
+            self._notify(task, stream.audio_seconds, time.monotonic() - requested_at, _refusal(e), e)
             raise
         return stream
 
-    async def transcribe(self, audio: np.ndarray, sample_rate: int, **options: Any) -> Transcript:
+    async def transcribe(self, audio: np.ndarray | AudioLoader, sample_rate: int = 0, **options: Any) -> Transcript:
         """`open` and read to the end."""
         return await (await self.open(audio, sample_rate, **options)).transcript()
 
