@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 DURATIONS = "/Cast_32_output_0"  # int64 [ids]: the rounded, clipped duration of each phoneme id
 SAMPLES_PER_UNIT = 600  # one duration unit: two vocoder frames of 300 samples at 24 kHz
 _OUTPUTS = 6  # lh, theta, ln, lr, phi, f0: what hibari's dsp.synth takes
+# A phoneme's sound begins about two duration units before its slot (the decoder's convolutions and the
+# 50 ms synthesis window spread it): words spoken alone start 59 ms (mean) before their first phoneme's
+# slot by their sound's onset (bench/timestamps.py, words_alone). Times are moved back by this much.
+SOUND_LEAD = 0.05
 
 
 class TimedHibari:
@@ -104,8 +108,9 @@ def word_times(tokens: list[tuple[str, str]], pieces: list[tuple[str, np.ndarray
         at += n
         if span and any(ch.isalnum() for ch in text):
             (first_piece, first_id), (last_piece, last_id) = span[0], span[-1]
-            words.append(TimedWord(text, float(starts[first_piece][first_id]) / 24000,
-                                   float(starts[last_piece][last_id + 1]) / 24000))
+            start = float(starts[first_piece][first_id]) / 24000
+            end = float(starts[last_piece][last_id + 1]) / 24000
+            words.append(TimedWord(text, max(0.0, start - SOUND_LEAD), max(0.0, end - SOUND_LEAD)))
     if at != len(places):
         log.debug("embedded timing: %d phoneme characters in tokens, %d synthesized", at, len(places))
         return None

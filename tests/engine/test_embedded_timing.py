@@ -127,3 +127,19 @@ async def test_recognized_word_times_agree_with_the_engine_own(engine):
     assert [(w.char_start, w.char_end) for w in a] == [(w.char_start, w.char_end) for w in b]
     errors = [abs(x.start - y.start) for x, y in zip(a, b, strict=True)]
     assert np.median(errors) <= 0.08, errors
+
+
+async def test_word_starts_are_where_their_sound_starts(engine):
+    """Words spoken one to a sentence: each word's start is within 50 ms of where its sound starts, found
+    from the same word synthesized alone (durations do not depend on the seed, so the clips line up)."""
+    from tests.asr_model import sound_bounds
+
+    words = ["Morning", "Garden", "Silver", "Table", "Paper", "Kitchen", "Window", "Yellow"]
+    sentences, _ = await timed(engine, " ".join(f"{w}." for w in words))
+    timed_words = [w for s in sentences for w in s.words]
+    offset, errors = 0, []
+    for word, timed_word in zip(words, timed_words, strict=True):
+        clip = np.concatenate([i.samples for i in await items_of(engine, f"{word}.", marks=False, seed=1)])
+        errors.append(abs(timed_word.start - (offset + sound_bounds(clip, 24000)[0]) / 24000))
+        offset += len(clip)
+    assert max(errors) <= 0.05 and np.median(errors) <= 0.03, errors
