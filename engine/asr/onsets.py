@@ -25,6 +25,8 @@ WINDOW_S = 0.02  # ... each 20 ms long
 BELOW_PEAK_DB = 30.0
 ABOVE_FLOOR_DB = 12.0  # and it must stand this far above the clip's noise floor
 MIN_WORD_S = 0.02  # a refined word keeps at least this length
+LOOK_BACK_S = 0.3  # how far before Whisper's start a word's sound may begin
+PAUSE_FRAMES = round(0.12 / HOP_S)  # quiet longer than this between two sounds is a pause between words
 SHORT_WORD_S = 0.05  # shorter than this, no spoken word: the aligner lost it (see spread_short_words)
 
 
@@ -61,8 +63,8 @@ def spread_short_words(words: Sequence[Word], shortest: float = SHORT_WORD_S) ->
 def refine_word_times(samples: np.ndarray, rate: int, words: Sequence[Word], *,
                       levels: np.ndarray | None = None) -> list[Word]:
     """`words` with each start moved forward to its onset and each end back to where its sound stops,
-    both inside the word's own window (after `spread_short_words`); order and count are kept. `levels`: `energy_db(samples, rate)`
-    when the caller has it already (one clip, several segments)."""
+    both inside the word's own window (after `spread_short_words`); order and count are kept.
+    `levels`: `energy_db(samples, rate)` when the caller has it already (one clip, several segments)."""
     if not words:
         return []
     words = spread_short_words(words)
@@ -70,16 +72,31 @@ def refine_word_times(samples: np.ndarray, rate: int, words: Sequence[Word], *,
     floor = float(np.percentile(db, 10))
     out: list[Word] = []
     for w in words:
-        i0 = min(len(db) - 1, max(0, int(round(w.start / HOP_S))))
+        # Whisper's start may also be late, inside the word's sound: look back too, as far as the previous
+        # word's sound ends (so its tail is never taken for this word's onset) and at most LOOK_BACK_S.
+        earliest = max(w.start - LOOK_BACK_S, out[-1].end if out else 0.0, 0.0)
+        i0 = min(len(db) - 1, max(0, int(round(min(earliest, w.start) / HOP_S))))
         i1 = min(len(db), max(i0 + 1, int(round(w.end / HOP_S))))
+        own = db[int(round(w.start / HOP_S)):i1]
         window = db[i0:i1]
-        threshold = max(floor + ABOVE_FLOOR_DB, float(window.max()) - BELOW_PEAK_DB)
+        peak = float(own.max()) if len(own) else float(window.max())
+        threshold = max(floor + ABOVE_FLOOR_DB, peak - BELOW_PEAK_DB)
         loud = np.flatnonzero(window > threshold)
         if len(loud) == 0:  # too quiet to tell (whispered, or noise): Whisper's times stand
             out.append(w)
             continue
-        start = max(w.start, (i0 + loud[0]) * HOP_S)
-        end = min(w.end, (i0 + loud[-1]) * HOP_S + WINDOW_S)
+        # Loud stretches, joined across gaps shorter than a pause (a stop closure inside a word). The word's
+        # own sound is the longest: the window may also hold the previous word's tail and the next word's
+        # first sound, each cut off from it by a pause.
+        breaks = np.flatnonzero(np.diff(loud) > PAUSE_FRAMES)
+        firsts, lasts = np.r_[loud[0], loud[breaks + 1]], np.r_[loud[breaks], loud[-1]]
+        reaching = lasts >= int(round(w.start / HOP_S)) - i0  # a sound that ends before the word's window is not it
+        if not reaching.any():
+            out.append(w)
+            continue
+        k = int(np.argmax(np.where(reaching, lasts - firsts, -1)))
+        start = (i0 + firsts[k]) * HOP_S
+        end = min(w.end, (i0 + lasts[k]) * HOP_S + WINDOW_S)
         if end - start < MIN_WORD_S:
             start, end = w.start, w.end
         out.append(replace(w, start=round(float(start), 3), end=round(float(end), 3)))

@@ -67,20 +67,35 @@ def test_word_starts_after_pauses_land_on_the_onsets():
     assert statistics.median(errors) <= 0.08, errors
 
 
-def test_refinement_moves_a_start_to_the_onset_and_keeps_a_loud_one():
-    rate = 16000
+def bursts(*spans: tuple[float, float], rate: int = 16000) -> np.ndarray:
+    """One second of faint noise with a 220 Hz tone over each (start, end) span, in seconds."""
     t = np.arange(rate) / rate
-    audio = np.zeros(rate, np.float32)
-    audio[int(0.4 * rate):int(0.7 * rate)] = 0.3 * np.sin(2 * np.pi * 220 * t[:int(0.3 * rate)])
-    audio += np.random.default_rng(0).normal(0, 1e-4, rate).astype(np.float32)
+    audio = np.random.default_rng(0).normal(0, 1e-4, rate).astype(np.float32)
+    for a, b in spans:
+        audio[int(a * rate):int(b * rate)] += 0.3 * np.sin(2 * np.pi * 220 * t[int(a * rate):int(b * rate)])
+    return audio
+
+
+def test_refinement_moves_a_start_to_the_onset_and_keeps_a_loud_one():
+    audio = bursts((0.4, 0.7))
     early = Word(word="hello", start=0.1, end=0.9, probability=0.9)
     inside = Word(word="there", start=0.5, end=0.65, probability=0.9)
     silent = Word(word="um", start=0.8, end=0.95, probability=0.1)
-    out = refine_word_times(audio, rate, [early, inside, silent])
+    out = refine_word_times(audio, 16000, [early, inside, silent])
     assert out[0].start == pytest.approx(0.4, abs=0.02) and out[0].end == pytest.approx(0.7, abs=0.03)
-    assert out[1] == replace(inside, start=0.5, end=0.65)  # loud from its first frame: unchanged
+    assert out[1] == replace(inside, start=0.5, end=0.65)  # loud from its first frame, back to the last word's end
     assert out[2] == silent  # nothing to find: Whisper's times stand
-    assert refine_word_times(audio, rate, []) == []
+    assert refine_word_times(audio, 16000, []) == []
+
+
+def test_refinement_finds_late_starts_and_skips_the_previous_words_tail():
+    audio = bursts((0.1, 0.3), (0.45, 0.8))
+    late = refine_word_times(audio, 16000, [Word("first", 0.0, 0.35, 1.0), Word("second", 0.55, 0.9, 1.0)])
+    assert late[0].start == pytest.approx(0.1, abs=0.02) and late[0].end == pytest.approx(0.3, abs=0.03)
+    assert late[1].start == pytest.approx(0.45, abs=0.02)  # Whisper said 0.55: inside the sound already
+    # A window that opens on the previous word's fading tail: its own, longer sound begins after the pause.
+    tail = refine_word_times(audio, 16000, [Word("first", 0.0, 0.2, 1.0), Word("second", 0.2, 0.9, 1.0)])
+    assert tail[1].start == pytest.approx(0.45, abs=0.02) and tail[1].end == pytest.approx(0.8, abs=0.03)
 
 
 def test_words_squeezed_to_nothing_share_their_neighbours_span():
