@@ -17,12 +17,14 @@ import struct
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import av
 import numpy as np
 
 from app.audio.tempo import MAX_SPEED, MIN_SPEED, SAMPLE_RATE, TempoStretcher, as_float
+
+T = TypeVar("T")
 
 __all__ = [
     "CONTENT_TYPES",
@@ -330,10 +332,13 @@ def _pieces(samples: np.ndarray, first: int) -> Iterator[np.ndarray]:
 
 
 async def encode_stream(
-    chunks: AsyncIterator[np.ndarray], response_format: str, speed: float = 1.0, encoder: AudioEncoder | None = None,
-    sample_rate: int | None = None,
-) -> AsyncIterator[bytes]:
+    chunks: AsyncIterator[np.ndarray | T], response_format: str, speed: float = 1.0,
+    encoder: AudioEncoder | None = None, sample_rate: int | None = None,
+) -> AsyncIterator[bytes | T]:
     """Stretch and encode ``chunks``, yielding each non-empty piece of the container as soon as it exists.
+
+    Items of ``chunks`` that are not sample arrays (events that go out beside the audio) are passed on as
+    they come, in their place between the pieces.
 
     ``encoder``: one made beforehand for ``response_format`` (this stream owns it from now on); else one is made
     for ``sample_rate`` (the output rate, checked by the caller; None: the format's default).
@@ -345,6 +350,9 @@ async def encode_stream(
     first = True
     try:
         async for chunk in chunks:
+            if not isinstance(chunk, np.ndarray):
+                yield chunk
+                continue
             samples = stretcher.process(chunk) if stretcher else chunk
             for piece in _pieces(samples, FIRST_PIECE_SAMPLES if first else PIECE_SAMPLES):
                 data = encoder.encode(piece)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from app.speech.protocol import ErrorDetail, SpeechRequest
+from app.speech.protocol import ErrorDetail, SpeechRequest, WordTimestamp
 
 
 class BatchRequest(msgspec.Struct, kw_only=True):
@@ -25,6 +25,7 @@ class BatchItemResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     file: str | None = None  # its name inside the archive (zip output)
     duration_s: float | None = None
     voice: str | None = None
+    words: list[WordTimestamp] | None = None  # when the item asked for timestamp_granularities ["word"]
     error: ErrorDetail | None = None
 
 

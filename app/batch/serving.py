@@ -14,26 +14,34 @@ import logging
 import time
 import zipfile
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import msgspec
 
 from app.audio.encoding import encode_stream
 from app.batch.protocol import BatchItemResult, BatchRequest
 from app.ops.errors import speech_error_body
-from app.speech.protocol import ErrorDetail, SpeechRequest
+from app.speech.protocol import ErrorDetail, SpeechRequest, WordTimestamp
 from app.speech.serving import _samples, sample_rate_of, to_params
 from engine.base import Priority
 from engine.errors import Overloaded, SpeechError
 from engine.service import SpeechService
+from engine.words import SentenceWords
 
 log = logging.getLogger("app.batch")
 EXTENSIONS = {"mp3": "mp3", "opus": "ogg", "aac": "aac", "flac": "flac", "wav": "wav", "pcm": "pcm", "ulaw": "ulaw",
               "alaw": "alaw"}
 
 
-async def _synthesize(service: SpeechService, item: SpeechRequest, request_id: str, deadline: float
-                      ) -> tuple[bytes, float, str]:
+@dataclass(frozen=True)
+class _Spoken:
+    audio: bytes
+    seconds: float
+    voice: str
+    words: list[WordTimestamp] | None  # None: not asked for
+
+
+async def _synthesize(service: SpeechService, item: SpeechRequest, request_id: str, deadline: float) -> _Spoken:
     params = replace(to_params(item, request_id, set(service.engines)), priority=Priority.BULK)
     while True:
         try:
@@ -44,12 +52,19 @@ async def _synthesize(service: SpeechService, item: SpeechRequest, request_id: s
                 raise
             await asyncio.sleep(e.retry_after or 1)
     body = encode_stream(_samples(stream), item.response_format, item.speed, sample_rate=sample_rate_of(item))
+    pieces: list[bytes] = []
+    words: list[dict] | None = [] if params.timestamps else None
     try:
-        data = b"".join([piece async for piece in body])
+        async for piece in body:
+            if isinstance(piece, SentenceWords):
+                words.extend(piece.wire(item.speed))  # type: ignore[union-attr]
+            else:
+                pieces.append(piece)
     finally:
         await body.aclose()  # type: ignore[attr-defined]
         await stream.aclose()
-    return data, stream.audio_seconds / item.speed, stream.voice.id
+    return _Spoken(b"".join(pieces), stream.audio_seconds / item.speed, stream.voice.id,
+                   None if words is None else msgspec.convert(words, list[WordTimestamp]))
 
 
 async def run_batch(service: SpeechService, batch: BatchRequest, request_id: str, *, parallel: int,
@@ -64,7 +79,7 @@ async def run_batch(service: SpeechService, batch: BatchRequest, request_id: str
     async def one(index: int, item: SpeechRequest) -> tuple[BatchItemResult, bytes]:
         async with gate:
             try:
-                data, seconds, voice = await _synthesize(service, item, f"{request_id}-{index}", deadline)
+                spoken = await _synthesize(service, item, f"{request_id}-{index}", deadline)
             except SpeechError as e:
                 detail = msgspec.convert(speech_error_body(e)["error"], ErrorDetail)
                 return BatchItemResult(index=index, status="error", error=detail), b""
@@ -74,7 +89,7 @@ async def run_batch(service: SpeechService, batch: BatchRequest, request_id: str
                 return BatchItemResult(index=index, status="error", error=detail), b""
         name = f"{index:03d}.{EXTENSIONS[item.response_format]}"
         return BatchItemResult(index=index, status="ok", format=item.response_format, file=name,
-                               duration_s=round(seconds, 3), voice=voice), data
+                               duration_s=round(spoken.seconds, 3), voice=spoken.voice, words=spoken.words), spoken.audio
 
     tasks = [asyncio.create_task(one(i, item)) for i, item in enumerate(batch.items)]
     try:

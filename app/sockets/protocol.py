@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from app.speech.protocol import WordTimestamp
 from engine.errors import (
     DeadlineExceeded,
     InvalidRequest,
@@ -95,6 +96,7 @@ class Start(_Speak, tag="start"):
     language: Annotated[str, Meta(max_length=32)] | None = None
     auth_token: str | None = None
     contract_id: str | None = None  # accepted for the spec's sake; the gateway has no use for it
+    timestamps: bool = False  # word timestamps: a `words` event for each sentence spoken
 
     @property
     def rate(self) -> int:
@@ -168,6 +170,13 @@ class Stopped(_Out, tag="stopped"):
     reason: str
 
 
+class Words(_Out, tag="words"):
+    """One sentence's words (`start` with `timestamps: true`): seconds from the start of the utterance's
+    audio, character offsets into the `speak` text; sent before that utterance's `audio_end`."""
+
+    words: list[WordTimestamp]
+
+
 class Error(_Out, tag="error"):
     code: str
     message: str
@@ -189,6 +198,7 @@ class SessionConfig(_Stream, tag="session.config"):
     speed: Speed = 1.0
     sample_rate: SampleRate = 24000
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+    timestamps: bool = False  # word timestamps: `audio.timestamps` for each sentence spoken
 
 
 class InputText(_Stream, tag="input.text"):
@@ -217,6 +227,14 @@ class AudioStart(_StreamOut, tag="audio.start"):
     sentence_text: str
     format: str = "pcm"
     sample_rate: int = 24000
+
+
+class AudioTimestamps(_StreamOut, tag="audio.timestamps"):
+    """The words of sentence `sentence_index` (config `timestamps: true`): seconds from that sentence's first
+    audio, character offsets into its `sentence_text`; sent before its `audio.done`."""
+
+    sentence_index: int
+    words: list[WordTimestamp]
 
 
 class AudioDone(_StreamOut, tag="audio.done"):

@@ -30,6 +30,7 @@ from engine.base import AudioChunk
 from engine.errors import SpeechError
 from engine.service import SpeechParams, SpeechService
 from engine.text import IncrementalSegmenter
+from engine.words import SentenceWords
 
 log = logging.getLogger("app.ws")
 
@@ -194,6 +195,7 @@ class Utterance:
     sample_rate: int = 24000
     encoding: str = "pcm16"
     speed: float = 1.0
+    char_offset: int = 0  # where `params.text` starts in the text the client sent (word timestamps' offsets)
     cancelled: bool = False
     bytes_sent: int = 0
     audio_seconds: float = 0.0
@@ -211,7 +213,12 @@ class Utterance:
 
 
 class UtteranceEvents(Protocol):
-    """What a protocol sends around one utterance's binary frames."""
+    """What a protocol sends around one utterance's binary frames.
+
+    Optional, looked up with `getattr`: `async def words(self, utterance, words: list[dict])`, one sentence's
+    word timestamps (JSON-ready: seconds from the utterance's first audio, offsets into the client's text)
+    for an utterance whose params ask for them; sent as soon as they are known, which is before any audio
+    of the next sentence and before `end`."""
 
     async def begin(self, utterance: Utterance) -> None: ...
 
@@ -358,6 +365,11 @@ class UtterancePlayer:
                 utterance.audio_seconds = framer.seconds_out
         producer.result()  # a synthesis error after the last frame sent is reported now
 
+    async def _words(self, utterance: Utterance, words: SentenceWords) -> None:
+        send = getattr(self.events, "words", None)
+        if send is not None:
+            await send(utterance, words.wire(utterance.speed, utterance.char_offset))
+
     async def _send_frames(self, frames: Iterable[bytes], framer: PcmFramer, utterance: Utterance) -> bool:
         for frame in frames:
             await self.clock.before_send(len(frame) / framer.bytes_per_sample / framer.sample_rate)
@@ -372,6 +384,10 @@ class UtterancePlayer:
             try:
                 async with contextlib.aclosing(aiter(stream)) as audio:
                     async for chunk in audio:
+                        if isinstance(chunk, SentenceWords):
+                            # Straight out, ahead of the paced audio: a player highlights words as they play.
+                            await self._words(utterance, chunk)
+                            continue
                         chunks.put_nowait(chunk)
                         # Asking for the next chunk lets the engine step again (StepWorker's first_item_handoff):
                         # not before the first frame is out.

@@ -47,6 +47,7 @@ from app.sockets.protocol import (
     Started,
     Stop,
     Stopped,
+    Words,
     error_code,
 )
 from app.sockets.session import IdleTimeout, SocketSession, Utterance, UtterancePlayer
@@ -80,6 +81,7 @@ class SpeakSession(SocketSession):
         self.language = "auto"
         self.sample_rate = 24000
         self.encoding = "pcm16"
+        self.timestamps = False
         self.authorized = False
         self.player: UtterancePlayer
         self._count = 0
@@ -158,8 +160,11 @@ class SpeakSession(SocketSession):
             self.authorized = True
         voice = self.service.registry.resolve(event.voice)  # VoiceNotFound → VOICE_NOT_FOUND, socket stays
         language = normalize_language(event.language)
+        if event.timestamps:
+            self.service.require_word_timing(voice, "timestamps")
         self.voice, self.language = voice.id, language
         self.sample_rate, self.encoding = event.rate, event.encoding
+        self.timestamps = event.timestamps
         await self.channel.send(Started(sample_rate=self.sample_rate, encoding=self.encoding, voice=voice.id,
                                         language=language))
 
@@ -168,14 +173,17 @@ class SpeakSession(SocketSession):
             raise _Refused("this server needs an API key: send start with authToken before speak "
                            "(or connect with ?token=, a Bearer header or the auth.bearer.v1 subprotocol)")
         text = event.text.strip()
+        lead = len(event.text) - len(event.text.lstrip())  # word offsets index the text as sent
         if not text:
             raise ProtocolError("speak needs a non-empty text")
         if event.priority == "high":
             await self._cancel("replaced")
         self._count += 1
         params = SpeechParams(text=text, voice=self.voice, language=self.language, priority=Priority.INTERACTIVE,
-                              request_id=f"{self.session_id}-{self._count}")
-        self.player.enqueue(Utterance(params, self._count, sample_rate=self.sample_rate, encoding=self.encoding))
+                              request_id=f"{self.session_id}-{self._count}",
+                              timestamps="timestamps" if self.timestamps else None)
+        self.player.enqueue(Utterance(params, self._count, sample_rate=self.sample_rate, encoding=self.encoding,
+                                      char_offset=lead))
 
     async def _cancel(self, reason: str) -> None:
         """`cancelled` (always for a cancel, only when something stopped for a replacement), then one
@@ -189,6 +197,9 @@ class SpeakSession(SocketSession):
     # -- UtteranceEvents ------------------------------------------------------------------------
     async def begin(self, utterance: Utterance) -> None:
         return None
+
+    async def words(self, utterance: Utterance, words: list[dict]) -> None:
+        await self.channel.send(Words(words=words), utterance)
 
     async def end(self, utterance: Utterance) -> None:
         if await self.channel.send(AudioEnd(), utterance):

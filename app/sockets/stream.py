@@ -23,6 +23,7 @@ from app.sockets.protocol import (
     UNAUTHORIZED,
     AudioDone,
     AudioStart,
+    AudioTimestamps,
     InputDone,
     InputText,
     ProtocolError,
@@ -99,6 +100,8 @@ class TextStreamSession(SocketSession):
         engine = model_engine(config.model, set(self.service.engines)) if config.model else None
         voice = self.service.registry.resolve(config.voice, prefer=engine)  # VoiceNotFound: reported, kept open
         normalize_language(config.language)  # refuse an unknown language now, not at the first sentence
+        if config.timestamps:
+            self.service.require_word_timing(voice, "timestamps")
         self.config, self.engine = msgspec.structs.replace(config, voice=voice.id), engine
 
     def _begin_session(self) -> TextFeed:
@@ -142,6 +145,7 @@ class TextStreamSession(SocketSession):
                 priority=Priority.INTERACTIVE,
                 request_id=f"{self.socket_id}-{self._sessions}-{self.sentences}",
                 engine=self.engine,
+                timestamps="timestamps" if config.timestamps else None,
             )
             self.player.enqueue(Utterance(params, self.sentences, sample_rate=config.sample_rate,
                                           speed=config.speed))
@@ -151,6 +155,9 @@ class TextStreamSession(SocketSession):
     async def begin(self, utterance: Utterance) -> None:
         await self.channel.send(AudioStart(sentence_index=utterance.index, sentence_text=utterance.text,
                                            sample_rate=utterance.sample_rate), utterance)
+
+    async def words(self, utterance: Utterance, words: list[dict]) -> None:
+        await self.channel.send(AudioTimestamps(sentence_index=utterance.index, words=words), utterance)
 
     async def end(self, utterance: Utterance) -> None:
         await self.channel.send(AudioDone(sentence_index=utterance.index, total_bytes=utterance.bytes_sent),

@@ -62,10 +62,23 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
                                                                 "unless x_vector_only)")] | None = None
     x_vector_only: bool | None = None
     x_vector_only_mode: bool | None = None  # vLLM-Omni's name for x_vector_only
+    # -- word timestamps (see docs/timestamps.md) ----------------------------------------------
+    timestamp_granularities: Annotated[list[Literal["word"]], Meta(max_length=1, description=(
+        "[\"word\"]: word timestamps, as `speech.timestamps.delta` events (needs stream_format \"sse\"), or "
+        "in the results of POST /v1/audio/speech/batch"))] | None = None
+    word_timestamps: Annotated[bool, Meta(description="vLLM-Omni's name for timestamp_granularities: "
+                                                      "[\"word\"]")] | None = None
 
     @property
     def voice_name(self) -> str:
         return self.voice.id if isinstance(self.voice, VoiceId) else self.voice
+
+    @property
+    def timestamps_param(self) -> str | None:
+        """The field that asked for word timestamps (None: not asked)."""
+        if self.timestamp_granularities:
+            return "timestamp_granularities"
+        return "word_timestamps" if self.word_timestamps else None
 
 
 class ErrorDetail(msgspec.Struct):
@@ -79,6 +92,17 @@ class ErrorResponse(msgspec.Struct):
     """OpenAI's error body."""
 
     error: ErrorDetail
+
+
+class WordTimestamp(msgspec.Struct):
+    """A word of `input`, in seconds from the start of the response's audio; `input[char_start:char_end]`
+    is the word as the request wrote it."""
+
+    word: str
+    start: float
+    end: float
+    char_start: int
+    char_end: int
 
 
 class Usage(msgspec.Struct):

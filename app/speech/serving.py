@@ -23,6 +23,7 @@ from engine.base import Priority, SamplingParams, Voice
 from engine.errors import InvalidRequest, SpeechError
 from engine.languages import normalize_language
 from engine.service import SpeechParams, SpeechService, SpeechStream
+from engine.words import SentenceWords
 
 log = logging.getLogger("app.speech")
 FRAME_RATE = 12.5  # Qwen3 codec frames per second: the unit of output "tokens"
@@ -79,12 +80,17 @@ def to_params(data: SpeechRequest, request_id: str, engines: set[str], inline: V
         engine=model_engine(data.model, engines),
         labels={"format": data.response_format, "stream_format": data.stream_format},
         voice_override=inline,
+        timestamps=data.timestamps_param,
     )
 
 
 async def speech_params(data: SpeechRequest, request_id: str, service: SpeechService) -> SpeechParams:
     """`to_params`, with the one-off clone voice when the request carries `ref_audio` (then `voice` is ignored)."""
     sample_rate_of(data)  # a bad rate is refused before a clone is made
+    if data.timestamps_param and data.stream_format != "sse":
+        raise InvalidRequest("word timestamps travel as speech.timestamps.delta events: ask for stream_format "
+                             "'sse' (an audio body has no place for them), or use POST /v1/audio/speech/batch",
+                             param=data.timestamps_param)
     if data.ref_audio is None:
         return to_params(data, request_id, set(service.engines))
     if model_engine(data.model, set(service.engines)) not in (None, "qwen"):
@@ -124,9 +130,10 @@ def _close(encoder: AudioEncoder) -> None:
         close()
 
 
-async def _samples(stream: SpeechStream) -> AsyncIterator[np.ndarray]:
-    async for chunk in stream:
-        yield chunk.samples
+async def _samples(stream: SpeechStream) -> AsyncIterator[np.ndarray | SentenceWords]:
+    """The stream's samples, and its sentences' words where they were asked for."""
+    async for item in stream:
+        yield item if isinstance(item, SentenceWords) else item.samples
 
 
 async def audio_body(stream: SpeechStream, response_format: str, speed: float,
@@ -151,10 +158,14 @@ def _event(kind: str, payload: dict) -> bytes:
 async def sse_body(stream: SpeechStream, response_format: str, speed: float,
                    encoder: AudioEncoder | None = None) -> AsyncIterator[bytes]:
     """`speech.audio.delta` events with base64 audio, then `speech.audio.done` with usage (12.5 Hz frames of the
-    engine's audio: the same at any output rate or format)."""
+    engine's audio: the same at any output rate or format). With word timestamps, each sentence's words as a
+    `speech.timestamps.delta` event as soon as they are known, before any audio of the next sentence."""
     body = encode_stream(_samples(stream), response_format, speed, encoder)
     try:
         async for data in body:
+            if isinstance(data, SentenceWords):
+                yield _event("speech.timestamps.delta", {"words": data.wire(speed)})
+                continue
             yield _event("speech.audio.delta", {"audio": base64.b64encode(data).decode()})
         frames = round(stream.audio_seconds * FRAME_RATE)
         chars = len(stream.request.text)
