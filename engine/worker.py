@@ -4,7 +4,9 @@ Model calls never run on the event loop, and never two at once on one instance (
 per-call state on the model object). Streams on one worker interleave at step granularity (a frame
 for Qwen3, a sentence for the embedded engine), interactive before bulk, so a new request gets its
 first audio without waiting for an older one to finish. Cancellation and deadlines are checked
-before every step: a closed stream costs at most the step already running.
+before every step: a closed stream costs at most the step already running. A stream whose consumer
+has not taken `max_ahead` of its items is not stepped until it takes one: a client that stops
+reading stalls its own synthesis (its memory and the worker's time), not the others'.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class _Stream(Generic[T]):
     handed_over: threading.Event = field(default_factory=threading.Event)
     steps: int = 0
     items: int = 0
+    taken: int = 0  # items the consumer has taken (written under the worker's lock)
+    parked: bool = False  # left out of the ready queues until the consumer catches up
     handoff: bool = True
 
     def put(self, item: object) -> None:
@@ -71,19 +75,24 @@ class _Stream(Generic[T]):
 class StepWorker:
     """A single thread stepping the streams submitted to it."""
 
-    def __init__(self, name: str, setup: Callable[[], None] | None = None, *, first_item_handoff: float = 0.0):
+    def __init__(self, name: str, setup: Callable[[], None] | None = None, *, first_item_handoff: float = 0.0,
+                 max_ahead: int = 4):
         """`first_item_handoff`: after a stream's first item, wait up to this long (seconds) for its consumer
         to come back for the next one before stepping any stream again. The consumer runs on the event loop
         of this process: a next step started at once competes with it for the cores and the GIL just when it
         has first audio to send, which cost HTTP and WebSocket clients several milliseconds on a busy CPU
         engine. The next item is not needed until the first has played, so a short pause costs no stream a
-        stall; it costs the other streams on this worker up to this long, once per new stream."""
+        stall; it costs the other streams on this worker up to this long, once per new stream.
+
+        `max_ahead`: items a stream may have made and its consumer not yet taken before it is parked."""
         self.name = name
         self._handoff = first_item_handoff
+        self._max_ahead = max(1, max_ahead)
         self.stats = WorkerStats()
         self._setup = setup
         self._cv = threading.Condition()
         self._ready: dict[int, deque[_Stream]] = {}
+        self._parked: set[_Stream] = set()
         self._seq = itertools.count()
         self._running = True
         self._active = 0
@@ -133,6 +142,10 @@ class StepWorker:
     async def _consume(self, s: _Stream[T]) -> AsyncIterator[T]:
         try:
             async for item in queue_items(s.queue, _END):
+                with self._cv:
+                    s.taken += 1
+                    if s.parked and s.items - s.taken < self._max_ahead:
+                        self._unpark(s)
                 yield item
                 s.handed_over.set()  # the consumer is back: it has done what it does with an item
         finally:
@@ -141,7 +154,16 @@ class StepWorker:
             s.cancelled.set()
             s.handed_over.set()
             with self._cv:
+                if s.parked:
+                    self._unpark(s)  # stepped once more, to be finished
                 self._cv.notify()
+
+    def _unpark(self, s: _Stream) -> None:
+        """Under the lock: back in its ready queue."""
+        s.parked = False
+        self._parked.discard(s)
+        self._ready[s.priority].append(s)
+        self._cv.notify()
 
     def close(self, timeout: float = 5.0) -> None:
         with self._cv:
@@ -216,11 +238,17 @@ class StepWorker:
                 s.items += 1
                 if s.items == 1 and s.handoff and self._handoff > 0:
                     s.handed_over.wait(self._handoff)
+                with self._cv:
+                    if s.items - s.taken >= self._max_ahead and not s.cancelled.is_set():
+                        s.parked = True  # the consumer's next take puts it back
+                        self._parked.add(s)
+                        continue
             self._requeue(s)
         # Shutting down: fail whatever is still waiting so no consumer hangs.
         with self._cv:
-            left = [s for q in self._ready.values() for s in q]
+            left = [s for q in self._ready.values() for s in q] + list(self._parked)
             self._ready.clear()
+            self._parked.clear()
         for s in left:
             self._finish(s, EngineFailure(f"worker {self.name} stopped"))
 
