@@ -18,15 +18,16 @@ NAME_MAX_CHARS = 64
 _SLUG_MAX_CHARS = 48
 
 
-def check_voice_name(name: str | None) -> str:
-    """`name` without surrounding spaces; InvalidRequest (param "name") when it cannot name a voice.
+def check_voice_name(name: str | None, what: str = "voice") -> str:
+    """`name` without surrounding spaces; InvalidRequest (param "name") when it cannot name a voice
+    (or a consent recording: `what` says which in the messages).
 
     The name is shown as given, so invisible characters (control, format, private-use) are refused:
     two names that look the same must not be two voices.
     """
     name = (name or "").strip()
     if not name:
-        raise InvalidRequest("'name' is required: the name of the new voice", param="name")
+        raise InvalidRequest(f"'name' is required: the name of the new {what}", param="name")
     if len(name) > NAME_MAX_CHARS:
         raise InvalidRequest(f"'name' is {len(name)} characters long; at most {NAME_MAX_CHARS} are allowed",
                              param="name")

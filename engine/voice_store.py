@@ -4,8 +4,8 @@
     <voices_dir>/<id>/reference.wav    clones only: 24 kHz mono 16-bit PCM, the exact `ref_text` spoken
 
 `VoiceStore(dirs)` reads every listed folder (the shipped `voices/` first, then the user's), skips
-hidden folders (`.prompt-cache`, `.tmp-*`) and ignores incomplete or corrupt voices with one log line
-each, so one bad upload never hides the others. A later folder overrides an earlier voice with the
+hidden folders (`.prompt-cache`, `.tmp-*`) and `consents/` (`engine.consent_store`), and ignores
+incomplete or corrupt voices with one log line each, so one bad upload never hides the others. A later folder overrides an earlier voice with the
 same id, so a user can replace a shipped voice without touching the install.
 
 `save_voice` writes a voice the way a crash cannot half-write it: everything goes to a temporary
@@ -51,6 +51,18 @@ SHIPPED_VOICES_DIR = Path(__file__).resolve().parent.parent / "voices"
 """The voices that ship with the gateway (`voices/` at the repository root)."""
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+CONSENTS_DIR = "consents"
+"""The user voices folder's one folder that is not a voice: consent recordings (`engine.consent_store`)."""
+
+
+def is_voice_folder(path: Path) -> bool:
+    """A folder the store reads as a voice: not hidden (work folders, the prompt cache), not the consents."""
+    return path.name != CONSENTS_DIR and not path.name.startswith(".") and path.is_dir()
+
+
+def count_voices(voices_dir: Path) -> int:
+    """The voice folders in `voices_dir` (valid or not: each one costs every scan), for `--max-voices`."""
+    return sum(1 for p in voices_dir.iterdir() if is_voice_folder(p)) if voices_dir.is_dir() else 0
 
 
 class VoiceManifest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=False):
@@ -220,7 +232,7 @@ class VoiceStore:
             return cached[2]
         scanned_at = time.time_ns()
         try:
-            folders = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+            folders = sorted(p for p in d.iterdir() if is_voice_folder(p))
         except FileNotFoundError:
             return []
         found = [v for v in map(self._load, folders) if v is not None]
@@ -279,23 +291,34 @@ def save_voice(
         raise ValueError(problem)
     if manifest.kind == "clone" and audio is None:
         raise ValueError("a clone voice needs its reference audio")
-    root = Path(voices_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / manifest.id
-    if target.exists() and not replace:
-        raise FileExistsError(f"voice {manifest.id!r} already exists in {root}")
     if not manifest.created_at:
         manifest = msgspec.structs.replace(manifest, created_at=int(time.time()))
-    tmp = Path(tempfile.mkdtemp(prefix=work_prefix("tmp", manifest.id), dir=root))
+    files = {MANIFEST: msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n"}
+    if manifest.kind == "clone" and audio is not None:
+        files[REFERENCE] = encode_wav(audio, sample_rate)
+    return write_folder(voices_dir, manifest.id, files, replace=replace)
+
+
+def write_folder(root: str | os.PathLike[str], name: str, files: dict[str, bytes], *, replace: bool = False) -> Path:
+    """`<root>/<name>` holding `files`, written the way a crash cannot half-write it (see `save_voice`).
+
+    FileExistsError when the folder exists (also when another writer renames its own into place
+    first) unless `replace` is set.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / name
+    if target.exists() and not replace:
+        raise FileExistsError(f"{name!r} already exists in {root}")
+    tmp = Path(tempfile.mkdtemp(prefix=work_prefix("tmp", name), dir=root))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a voice folder is as readable as its parent
-        _write_synced(tmp / MANIFEST, msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")
-        if manifest.kind == "clone" and audio is not None:
-            _write_synced(tmp / REFERENCE, encode_wav(audio, sample_rate))
+        for file_name, data in files.items():
+            write_synced(tmp / file_name, data)
         _fsync_dir(tmp)
         old = None
         if target.exists() and replace:
-            old = root / f"{work_prefix('old', manifest.id)}{time.monotonic_ns()}"
+            old = root / f"{work_prefix('old', name)}{time.monotonic_ns()}"
             os.replace(target, old)
         try:
             os.replace(tmp, target)
@@ -303,7 +326,7 @@ def save_voice(
             # Another writer (a concurrent upload, another process) got there first: renaming onto a
             # non-empty folder fails atomically, so exactly one of them wins.
             if e.errno in (errno.EEXIST, errno.ENOTEMPTY) and not replace:
-                raise FileExistsError(f"voice {manifest.id!r} already exists in {root}") from None
+                raise FileExistsError(f"{name!r} already exists in {root}") from None
             raise
         _fsync_dir(root)
         if old is not None:
@@ -315,18 +338,21 @@ def save_voice(
 
 
 def delete_voice(voices_dir: str | os.PathLike[str], voice_id: str) -> bool:
-    """Remove the voice folder `<voices_dir>/<voice_id>`; False if there is none.
+    """Remove the voice folder `<voices_dir>/<voice_id>`; False if there is none (see `delete_folder`)."""
+    return bool(_ID.match(voice_id)) and delete_folder(voices_dir, voice_id)
 
-    One rename to a hidden `.del-*` name makes the voice disappear for every reader at once (and
+
+def delete_folder(root: str | os.PathLike[str], name: str) -> bool:
+    """Remove `<root>/<name>`; False if there is none.
+
+    One rename to a hidden `.del-*` name makes the folder disappear for every reader at once (and
     makes a concurrent second delete find nothing); the files are removed after that. A crash in
     between leaves only the hidden folder, which `clean_stale_entries` removes.
     """
-    if not _ID.match(voice_id):
-        return False
-    root = Path(voices_dir)
-    gone = root / f"{work_prefix('del', voice_id)}{time.monotonic_ns()}"
+    root = Path(root)
+    gone = root / f"{work_prefix('del', name)}{time.monotonic_ns()}"
     try:
-        os.rename(root / voice_id, gone)
+        os.rename(root / name, gone)
     except (FileNotFoundError, NotADirectoryError):
         return False
     _fsync_dir(root)
@@ -334,7 +360,24 @@ def delete_voice(voices_dir: str | os.PathLike[str], voice_id: str) -> bool:
     return True
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def replace_file(folder: Path, name: str, data: bytes) -> None:
+    """Replace one file of a folder written by `write_folder`, atomically: readers see the old or the new file.
+
+    The new file is written beside the folder (as a `.tmp-*` entry of its parent, which
+    `clean_stale_entries` removes after a crash) and renamed over the old one. FileNotFoundError when
+    the folder is gone (deleted meanwhile).
+    """
+    tmp = folder.parent / f"{work_prefix('tmp', folder.name)}{time.monotonic_ns()}"
+    try:
+        write_synced(tmp, data)
+        os.replace(tmp, folder / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(folder)
+
+
+def write_synced(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
         f.flush()

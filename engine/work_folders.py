@@ -1,10 +1,11 @@
 """Hidden work folders of crash-safe writes in a voices folder: whose they are, and removing the orphans.
 
 `save_voice` builds a voice in `.tmp-*` and renames it into place, a replaced voice is moved to
-`.old-*`, `delete_voice` renames a voice to `.del-*` before removing it. A crash between two steps
-leaves such a folder behind (never a half-made voice: readers skip hidden folders). Their names
-carry the writer's pid and a tag of its host, so a process starting beside others on a shared
-voices folder removes only what dead writers left, never a save still in progress.
+`.old-*`, `delete_voice` renames a voice to `.del-*` before removing it, and `engine.quota` holds a
+place under the folder's limit with a `.place-*` file. A crash between two steps leaves such an entry
+behind (never a half-made voice: readers skip hidden folders). Their names carry the writer's pid and
+a tag of its host, so a process starting beside others on a shared voices folder removes only what
+dead writers left, never a save still in progress.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # `.<kind>-<pid>-<host tag>-<id>-...`; the owner part is optional, for names written before it existed.
-_WORK_DIR = re.compile(r"^\.(?:tmp|old|del)-(?:(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-)?")
+# `place`: a place reserved under a folder's limit (`engine.quota`), a file rather than a folder.
+_WORK_DIR = re.compile(r"^\.(?:tmp|old|del|place)-(?:(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-)?")
 _HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 STALE_SECONDS = 3600.0
 
@@ -41,25 +43,33 @@ def clean_stale_entries(voices_dir: str | os.PathLike[str], *, max_age: float = 
         return []
     removed = []
     for entry in entries:
-        match = _WORK_DIR.match(entry.name)
-        if match is None:
+        if not is_stale(entry, max_age=max_age):
             continue
-        pid, host = match.group("pid"), match.group("host")
-        if pid is not None and host == _HOST_TAG:
-            stale = int(pid) == os.getpid() or not _pid_alive(int(pid))
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
         else:
-            try:
-                stale = time.time() - entry.stat().st_mtime > max_age
-            except FileNotFoundError:
-                continue
-        if stale:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry)
-            log.info("removed %s, left by an interrupted voice save or deletion", entry)
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+        log.info("removed %s, left by an interrupted voice save or deletion", entry)
     return removed
+
+
+def is_stale(entry: Path, *, max_age: float = STALE_SECONDS, at_start: bool = True) -> bool:
+    """True for a hidden work entry (`.tmp-*`, `.old-*`, `.del-*`) whose writer is gone (see
+    `clean_stale_entries`); False for anything else, and for the work of a writer still running.
+    `at_start`: our own pid marks a previous life of this process; later it is our own work in progress."""
+    match = _WORK_DIR.match(entry.name)
+    if match is None:
+        return False
+    pid, host = match.group("pid"), match.group("host")
+    if pid is not None and host == _HOST_TAG:
+        if int(pid) == os.getpid():
+            return at_start
+        return not _pid_alive(int(pid))
+    try:
+        return time.time() - entry.stat().st_mtime > max_age
+    except FileNotFoundError:
+        return False
 
 
 def work_prefix(kind: str, voice_id: str) -> str:
