@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     metrics = GatewayMetrics()
     voice_map = settings.voice_mapping()  # a malformed entry stops the start here, not at the first request
     adapters = protocol_routes(settings)  # likewise an unknown --protocol
+    wyoming = WyomingServer(settings) if settings.wyoming_port is not None else None  # and a wrong Wyoming flag
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -60,12 +61,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await service.transcriber.start(preload=settings.preload)
         app.state.service = service
         log.info("engines: %s", ", ".join(f"{s.name} ready={s.ready} {s.reason}" for s in service.status()))
-        wyoming = None
         try:
-            if settings.wyoming_port is not None:
-                wyoming = WyomingServer(settings.wyoming_host, settings.wyoming_port, service,
-                                        settings.max_segment_chars, idle_timeout=settings.ws_idle_timeout)
-                await wyoming.start()
+            if wyoming is not None:
+                await wyoming.start(service)
             yield
         finally:
             if wyoming is not None:

@@ -84,6 +84,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Wyoming (Home Assistant): off unless a port is given
     wyoming_port: int | None = None
     wyoming_host: str = "127.0.0.1"
+    wyoming_allow: tuple[str, ...] = ()  # client addresses / networks allowed to connect; empty: any
+    wyoming_max_connections: int = 64
+    wyoming_max_event_bytes: int = 65536
+    wyoming_language: str = "en"
     # Drop-in protocols of other speech servers (app/wiring/protocols.py); all on unless narrowed
     protocols: tuple[str, ...] = ("all",)
 
@@ -164,7 +168,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),
     Option("ws_speak_lead", "--ws-speak-lead", "seconds of audio /api/v1/speak sends ahead of real-time playback, so a cancel stops it within that (0: no pacing)", float),
-    Option("send_timeout", "--send-timeout", "seconds a response or WebSocket send may make no progress (client not reading) before the connection is aborted and its slot freed", float),
+    Option("send_timeout", "--send-timeout", "seconds a response, WebSocket or Wyoming send may make no progress (client not reading) before the connection is aborted and its slot freed", float),
     Option("header_timeout", "--header-timeout", "seconds a connection may take to send complete request headers", float),
     Option("body_timeout", "--body-timeout", "seconds a request may take to send its whole body (408 after)", float),
     Option("max_connections", "--max-connections", "open connections (HTTP and WebSocket) before new requests get 503", int),
@@ -172,6 +176,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("cors_origins", "--cors-origin", "origin allowed to call the API from a browser (repeat; * for any). Default: any origin when API keys are set, none otherwise", str, True),
     Option("wyoming_port", "--wyoming-port", "serve the Wyoming protocol (Home Assistant TTS) on this TCP port too (default: off)", int),
     Option("wyoming_host", "--wyoming-host", "address the Wyoming server listens on (0.0.0.0 for Home Assistant on another machine)"),
+    Option("wyoming_allow", "--wyoming-allow", "client address or network (CIDR) allowed to use the Wyoming port, which has no keys (repeat; env: comma-separated). Default: any that can reach --wyoming-host", str, True),
+    Option("wyoming_max_connections", "--wyoming-max-connections", "open Wyoming connections (counted apart from HTTP); one more is told why and closed", int),
+    Option("wyoming_max_event_bytes", "--wyoming-max-event-bytes", "largest Wyoming event header, data or payload a client may send, in bytes; a larger one drops the connection", int),
+    Option("wyoming_language", "--wyoming-language", "language (ISO code) Wyoming lists a voice under when the voice speaks any language", str),
     Option("protocols", "--protocol", "other servers' APIs to serve too: chatterbox, soprano, voicereader (repeat; env: comma-separated; all; none: only this gateway's own)", str, True),
 )
 
@@ -192,7 +200,7 @@ def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, st
         if option.env in environ:
             values[option.field] = _parse(option, environ[option.env])
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    for repeated in ("api_keys", "cors_origins", "protocols"):
+    for repeated in ("api_keys", "cors_origins", "protocols", "wyoming_allow"):
         if repeated in values:
             values[repeated] = tuple(values[repeated])
     return msgspec.convert(values, Settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
 
 from tests.server import free_port, start_server
@@ -10,10 +11,11 @@ from tests.wyoming.test_wyoming import client, read, read_utterance
 
 
 @pytest.fixture(scope="module")
-def qwen_wyoming(tmp_path_factory, tiny_custom_voice_dir):
+def qwen_wyoming(tmp_path_factory, tiny_custom_voice_dir, tiny_voice_design_dir):
     port = free_port()
     server = start_server(tmp_path_factory.mktemp("qwen_wyoming"), "--engine", "qwen", "--qwen-custom-voice",
-                          str(tiny_custom_voice_dir), "--qwen-threads", "1", "--wyoming-port", str(port),
+                          str(tiny_custom_voice_dir), "--qwen-voice-design", str(tiny_voice_design_dir),
+                          "--qwen-threads", "1", "--wyoming-port", str(port), "--wyoming-language", "de",
                           env={"OMP_NUM_THREADS": "1"})
     server.wyoming_port = port
     yield server
@@ -32,3 +34,15 @@ async def test_qwen_speaker_over_wyoming(qwen_wyoming) -> None:
         sentences = [await read_utterance(c), await read_utterance(c)]
         assert all(len(s) > 0 for s in sentences)
         assert SynthesizeStopped.is_type((await read(c)).type)
+
+
+async def test_voices_of_any_language_are_listed_under_the_servers_one(qwen_wyoming) -> None:
+    async with client(qwen_wyoming) as c:
+        await c.write_event(Describe().event())
+        [program] = Info.from_event(await read(c)).tts
+    languages = {v.name: v.languages for v in program.voices}
+    # The shipped designed voices speak any language ("auto"): listed under --wyoming-language only, so
+    # the default language Home Assistant derives from the list is that one, not an arbitrary one.
+    assert languages["narrator-design"] == ["de"] and languages["bright-design"] == ["de"]
+    assert all(len(codes) == 1 for codes in languages.values())
+    assert languages["ryan"] == ["en"]  # a speaker keeps its own language

@@ -88,7 +88,7 @@ async def test_describe_lists_the_voices_with_streaming(wyoming_server: Server) 
     names = {v.name for v in program.voices}
     listed = voices["data"]
     assert {v["id"] for v in listed} <= names
-    assert all(v.languages for v in program.voices)
+    assert all(len(v.languages) == 1 for v in program.voices)  # one each: Home Assistant derives its default from them
 
 
 async def test_synthesize_streams_pcm16(wyoming_server: Server) -> None:
@@ -133,13 +133,31 @@ async def test_streaming_synthesis_speaks_each_sentence(wyoming_server: Server) 
     assert abs(total - len(whole)) / len(whole) < 0.25, (total, len(whole))
 
 
-async def test_unknown_voice_is_an_error_and_the_connection_keeps_working(wyoming_server: Server) -> None:
+async def refused_then_closed(c: AsyncTcpClient, code: str) -> Error:
+    """An `error`, then the end of the connection: Home Assistant's client reads until audio-stop or the
+    end, so a refused plain synthesize must not leave it waiting."""
+    event = await read(c)
+    assert Error.is_type(event.type), event
+    error = Error.from_event(event)
+    assert error.code == code, error
+    assert await asyncio.wait_for(c.read_event(), 10) is None, "the connection stayed open after the error"
+    return error
+
+
+@pytest.mark.parametrize("synthesize,code,says", [
+    (Synthesize(text="Hello there.", voice=SynthesizeVoice(name="no-such-voice")), "VoiceNotFoundError",
+     "no-such-voice"),
+    (Synthesize(text="x" * 4097), "InvalidRequestError", "4096"),
+    (Synthesize(text="\U0001F642 \U0001F642"), "InvalidRequestError", "nothing"),
+    (Synthesize(text="Hello.", voice=SynthesizeVoice(language="tlh")), "InvalidRequestError", "unsupported language"),
+])
+async def test_a_refused_synthesize_is_an_error_then_the_end(wyoming_server: Server, synthesize: Synthesize,
+                                                             code: str, says: str) -> None:
     async with client(wyoming_server) as c:
-        await c.write_event(Synthesize(text="Hello there.", voice=SynthesizeVoice(name="no-such-voice")).event())
-        event = await read(c)
-        assert Error.is_type(event.type), event
-        error = Error.from_event(event)
-        assert error.code == "VoiceNotFoundError" and "no-such-voice" in error.text
+        await c.write_event(synthesize.event())
+        error = await refused_then_closed(c, code)
+        assert says in error.text
+    async with client(wyoming_server) as c:  # the next connection is served
         await c.write_event(Synthesize(text="Hello there.").event())
         assert len(await read_utterance(c)) > 0
 
@@ -186,7 +204,7 @@ async def test_streaming_with_an_unknown_voice_is_an_error_then_stopped(wyoming_
         assert len(await read_utterance(c)) > 0
 
 
-async def test_a_busy_server_says_so_and_the_connection_keeps_working(tmp_path: Path) -> None:
+async def test_a_busy_server_says_so_and_closes(tmp_path: Path) -> None:
     port = free_port()
     server = start_server(tmp_path, "--wyoming-port", str(port), "--max-concurrent", "1", "--max-queue", "0")
     server.wyoming_port = port  # type: ignore[attr-defined]
@@ -196,10 +214,7 @@ async def test_a_busy_server_says_so_and_the_connection_keeps_working(tmp_path: 
             await holder.write_event(Synthesize(text=long_text).event())
             assert AudioStart.is_type((await read(holder)).type)
             await other.write_event(Synthesize(text="Let me in.").event())
-            event = await read(other)
-            assert Error.is_type(event.type), event
-            error = Error.from_event(event)
-            assert error.code == "ServerBusyError" and error.text
+            assert (await refused_then_closed(other, "ServerBusyError")).text
         deadline = time.monotonic() + 15  # the holder left: its slot comes back, and a new client is served
         while scrape(server, "speech_gateway_active_slots") != 0:
             assert time.monotonic() < deadline
