@@ -60,7 +60,7 @@ class SentenceWords:
     def wire(self, speed: float = 1.0, char_offset: int = 0) -> list[dict]:
         """JSON-ready words. `speed`: the tempo the audio was stretched by after synthesis (times / speed);
         `char_offset`: where the synthesized text starts in the client's text."""
-        return [{"word": w.word, "start": round(w.start / speed, 3), "end": round(w.end / speed, 3),
+        return [{"word": w.word, "start": round(float(w.start) / speed, 3), "end": round(float(w.end) / speed, 3),
                  "char_start": w.char_start + char_offset, "char_end": w.char_end + char_offset}
                 for w in self.words]
 
@@ -191,4 +191,4 @@ def speech_span(samples: np.ndarray, rate: int, duration: float, floor_db: float
     loud = np.flatnonzero(power > power.max() * 10 ** (floor_db / 10))
     if not len(loud):
         return 0.0, duration
-    return loud[0] * hop / rate, min(duration, (loud[-1] + 1) * hop / rate)
+    return float(loud[0] * hop / rate), float(min(duration, (loud[-1] + 1) * hop / rate))

@@ -158,3 +158,26 @@ def test_batch_items_share_batched_forwards(qwen_server):
     details = httpx.get(qwen_server.url + "/readyz").json()["engines"]
     batching = next(e for e in details if e["name"] == "qwen")["details"]["batching"]
     assert batching["max_batch"] == 8 and batching["rows"]["custom_voice"] == [{"running": 0, "waiting": 0}]
+
+
+async def test_word_timestamps_without_a_recognizer_name_the_flag(qwen_server):
+    """Qwen voices do not time their words and this server has no --asr-model: every door says so at once;
+    the embedded voice beside it times its own words and needs none."""
+    import websockets
+
+    body = {"model": "tts-1", "voice": "ryan", "input": "Hello there.", "stream_format": "sse",
+            "timestamp_granularities": ["word"]}
+    r = httpx.post(qwen_server.v1 + "/audio/speech", json=body, timeout=60)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["param"] == "timestamp_granularities" and "--asr-model" in error["message"]
+    assert httpx.post(qwen_server.v1 + "/audio/speech", json={**body, "voice": "heart"}, timeout=60).status_code == 200
+    async with websockets.connect(qwen_server.ws_url + "/v1/audio/speech/stream") as ws:
+        await ws.send(json.dumps({"type": "session.config", "voice": "ryan", "timestamps": True}))
+        reply = json.loads(await ws.recv())
+        assert reply["type"] == "error" and "--asr-model" in reply["message"]
+    async with websockets.connect(qwen_server.ws_url + "/api/v1/speak") as ws:
+        await ws.recv()  # ready
+        await ws.send(json.dumps({"type": "start", "voice": "ryan", "timestamps": True}))
+        reply = json.loads(await ws.recv())
+        assert reply["type"] == "error" and "--asr-model" in reply["message"] and reply["recoverable"]
