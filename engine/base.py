@@ -58,6 +58,7 @@ class Voice:
     speaker: str | None = None  # speaker: the CustomVoice speaker name
     ref_audio: str | None = None  # clone: path of the cleaned 24 kHz reference clip
     ref_text: str | None = None  # clone: exact transcript of the reference clip
+    ref_text_source: str | None = None  # clone: "given" (by the client) | "transcribed" (by the speech recognizer)
     x_vector_only: bool = False
     created_at: int = 0
     source: str = "builtin"  # builtin | shipped | uploaded | designed

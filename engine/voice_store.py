@@ -74,6 +74,7 @@ class VoiceManifest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unk
     language: str = "auto"
     aliases: list[str] = msgspec.field(default_factory=list)
     ref_text: str | None = None  # clone: exact transcript of reference.wav (ICL mode needs it)
+    ref_text_source: str | None = None  # clone: "given" by the client, or "transcribed" by the speech recognizer
     x_vector_only: bool = False  # clone: use only the speaker embedding, ignore ref_text
     description: str | None = None  # design: the voice description given to VoiceDesign
     speaker: str | None = None  # speaker: the CustomVoice speaker name
@@ -107,6 +108,7 @@ def manifest_to_voice(manifest: VoiceManifest, folder: Path, engine: str = "qwen
         speaker=manifest.speaker,
         ref_audio=str(folder / REFERENCE) if manifest.kind == "clone" else None,
         ref_text=manifest.ref_text,
+        ref_text_source=manifest.ref_text_source,
         x_vector_only=manifest.x_vector_only,
         created_at=manifest.created_at,
         source=manifest.source,

@@ -21,6 +21,7 @@ import numpy as np
 from ..admission import AdmissionQueue, Slot
 from ..base import Priority
 from ..errors import InvalidRequest, Overloaded, Unavailable
+from .languages import language_code
 from .recognizer import Recognizer, resolve_model
 from .transcript import Segment, Transcript
 
@@ -186,6 +187,19 @@ class TranscriptionService:
     async def transcribe(self, audio: np.ndarray | AudioLoader, sample_rate: int = 0, **options: Any) -> Transcript:
         """`open` and read to the end."""
         return await (await self.open(audio, sample_rate, **options)).transcript()
+
+    async def transcript_of(self, audio: np.ndarray, sample_rate: int, language: str | None = None) -> str | None:
+        """What a clone sample says, for an in-context clone: its text, or None when there are no words to
+        be had (nothing heard, or a language this model does not know: an English-only model and a sample
+        said to be Chinese). `language`: a code or a name ("english"); None or "auto" to detect it.
+        A busy recognizer is a 429, as for any transcription: a weaker clone is never made silently."""
+        try:
+            code = language_code(language)
+            transcript = await self.transcribe(audio, sample_rate, language=code)
+        except InvalidRequest as e:
+            log.info("clone sample not transcribed: %s", e.message)
+            return None
+        return transcript.text.strip() or None
 
     def _notify(self, task: str, audio_seconds: float, seconds: float, outcome: str,
                 error: BaseException | None) -> None:

@@ -210,3 +210,12 @@ async def test_a_cancelled_transcription_holds_its_slot_until_its_thread_ends(se
     while service.admission.active and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert service.admission.active == 0
+
+
+async def test_a_clone_samples_transcript(sentence_audio):
+    service = TranscriptionService(recognizer())
+    assert recall(SENTENCE, await service.transcript_of(sentence_audio, 24000, "english")) >= 0.8
+    assert recall(SENTENCE, await service.transcript_of(sentence_audio, 24000, "auto")) >= 0.8
+    # The packaged model hears English only: a sample said to be Chinese gets no transcript (an x-vector clone).
+    assert await service.transcript_of(sentence_audio, 24000, "chinese") is None
+    assert service.admission.active == 0
