@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,6 +75,7 @@ class SpeechStream:
         self._chunks = chunks
         self._slot = slot
         self.timer = timer
+        self._timed: AsyncGenerator[AudioChunk | SentenceWords, None] | None = None
         self._head: list[AudioChunk | SegmentEnd] = []  # read by _prime: marks of silent segments, first chunk
         self.started = time.monotonic()
         self.requested_at = self.started  # open() moves it back to include the admission wait
@@ -107,7 +108,10 @@ class SpeechStream:
 
     def __aiter__(self) -> AsyncIterator[AudioChunk | SentenceWords]:
         items = self._iterate()
-        return self.timer.timed(items) if self.timer is not None else items  # type: ignore[return-value]
+        if self.timer is None:
+            return items  # type: ignore[return-value]
+        self._timed = self.timer.timed(items)
+        return self._timed
 
     async def _iterate(self) -> AsyncIterator[AudioChunk | SegmentEnd]:
         try:
@@ -135,6 +139,11 @@ class SpeechStream:
         self.closed = True
         self.ended_at = time.monotonic()
         try:
+            # The word timer may be reading the engine from a task of its own: it stops that first (unless it
+            # is what is closing us, at the end of the engine's stream).
+            timed, self._timed = self._timed, None
+            if timed is not None and not timed.ag_running:
+                await timed.aclose()
             await self._chunks.aclose()  # type: ignore[attr-defined]
         finally:
             self._slot.release()

@@ -143,3 +143,42 @@ async def test_word_starts_are_where_their_sound_starts(engine):
         errors.append(abs(timed_word.start - (offset + sound_bounds(clip, 24000)[0]) / 24000))
         offset += len(clip)
     assert max(errors) <= 0.05 and np.median(errors) <= 0.03, errors
+
+
+async def test_a_stream_closed_while_its_words_are_being_heard_stops_cleanly(monkeypatch):
+    """The recognizer's path through SpeechService, on an embedded engine whose model gives no durations
+    (as another hibari build's graph might not: its synthesis is then hibari's own): words arrive while the
+    next sentence is being made; closing the stream then (a client gone) raises nothing, stops the engine
+    and gives the slots back."""
+    import asyncio
+
+    from engine import embedded_timing
+    from engine.asr import TranscriptionService
+    from engine.service import SpeechParams, SpeechService
+    from tests.asr_model import recognizer
+
+    monkeypatch.setattr(embedded_timing, "DURATIONS", "/no/such/tensor")
+    engine = EmbeddedEngine()
+    transcriber = TranscriptionService(recognizer())
+    service = SpeechService([engine], transcriber=transcriber)
+    await service.start()
+    try:
+        assert not engine.times_words
+        stream = await service.open(SpeechParams(text=TEXT + " " + TEXT, timestamps="timestamps"))
+        first_words = None
+        async for item in stream:
+            if isinstance(item, SentenceWords):
+                first_words = item
+                break
+        assert first_words is not None and [w.word for w in first_words.words][:3] == ["The", "quick", "brown"]
+        timed = stream._timed
+        await stream.aclose()
+        assert timed is not None and timed.ag_frame is None  # the timer's generator is done, not left to the GC
+        for _ in range(100):
+            if engine.workers[0].load == 0 and transcriber.admission.active == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.workers[0].load == 0 and transcriber.admission.active == 0
+        assert service.admission["embedded"].active == 0
+    finally:
+        await service.close()
