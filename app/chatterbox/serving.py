@@ -6,14 +6,17 @@
 - A voice is named by a path's stem (`audio_prompt_path: "/app/voices/my_voice.wav"` → "my_voice"),
   looked up like any voice name (id, name, alias); no path is ever opened.
 - The default voice (POST /api/voice/default, `set_voice` on the socket) is server-wide, as Chatterbox's
-  is, and held in memory by this process; for one that survives restarts start the gateway with
-  `--voice-map default=<voice>`.
+  is, and held in memory by this process: any client that may call these routes (any key's holder; on a
+  keyless server anyone the origin guard lets in) changes it for everyone. For one that survives
+  restarts start the gateway with `--voice-map default=<voice>`. When its voice is deleted, requests
+  naming no voice fall back to the gateway's default (and the setting is cleared), never a 404.
 - `exaggeration` and `cfg_weight` are accepted and ignored; `temperature`, `top_p` and
   `repetition_penalty` go to SamplingParams (the Qwen3 engine uses them, the embedded one does not).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -38,9 +41,11 @@ from app.speech.serving import model_engine
 from app.voices.protocol import MAX_AUDIO_BYTES, CreateVoiceRequest
 from app.voices.serving import create_voice
 from engine.base import Priority, SamplingParams, Voice
-from engine.errors import InvalidRequest, PayloadTooLarge, SpeechError
+from engine.errors import InvalidRequest, PayloadTooLarge, VoiceNotFound
 from engine.languages import language_of_tag
 from engine.service import SpeechParams, SpeechService
+
+log = logging.getLogger("app.chatterbox")
 
 _STATE_KEY = "chatterbox_default_voice"
 
@@ -82,13 +87,23 @@ def resolve_voice(service: SpeechService, value: str | None, engine: str | None 
     return service.registry.resolve(voice_stem(value) if value else None, prefer=engine)
 
 
-def default_voice(app: Any, service: SpeechService) -> DefaultVoice:
+def _chosen_default(app: Any, service: SpeechService) -> str | None:
+    """The voice id set as the default; None for the gateway's own default, also once the voice set has
+    been deleted (the setting is cleared then: a voice made later under that name is not picked up)."""
     state = _state(app)
+    if state["voice"] is None:
+        return None
     try:
-        voice = resolve_voice(service, state["voice"]).id
-    except SpeechError:
-        voice = state["voice"] or ""  # set, then deleted: requests naming no voice get its 404
-    return DefaultVoice(voice_path=state["voice_path"], voice=voice)
+        return service.registry.resolve(state["voice"]).id
+    except VoiceNotFound:
+        log.info("chatterbox default voice %r is gone; back to the gateway's default", state["voice"])
+        state.update(voice_path=None, voice=None)
+        return None
+
+
+def default_voice(app: Any, service: SpeechService) -> DefaultVoice:
+    voice = resolve_voice(service, _chosen_default(app, service)).id
+    return DefaultVoice(voice_path=_state(app)["voice_path"], voice=voice)
 
 
 def set_default_voice(app: Any, service: SpeechService, voice_path: str | None) -> DefaultVoice:
@@ -115,7 +130,7 @@ def speech_params(fields: _SpeechFields, app: Any, service: SpeechService, reque
     if not fields.text.strip():
         raise InvalidRequest("text is empty", param="text")
     engine = model_of(fields.model, service)
-    voice = resolve_voice(service, _voice_name(fields) or _state(app)["voice"], engine)
+    voice = resolve_voice(service, _voice_name(fields) or _chosen_default(app, service), engine)
     options = fields.voice if isinstance(fields.voice, VoiceOptions) else VoiceOptions()
     return SpeechParams(
         text=fields.text,

@@ -7,8 +7,9 @@ on the final one) as the audio is synthesized, then `done` with the audio's `dur
 
 Chunks: `audio.chunk_size_ms` of audio each (default 100; the last may be shorter; with `format: wav`
 the first also carries the 44-byte header, so the chunks joined are one WAV file); `audio.stream: false`
-sends the whole audio as one chunk when synthesis ends. `set_voice` sets the server-wide default voice
-(as POST /api/voice/default does) and is answered with `voice_set`.
+sends the whole audio as one chunk when synthesis ends, its JSON text built while the audio comes
+(`whole_chunk`), so a socket holds about one copy of what it returns. `set_voice` sets the server-wide
+default voice (as POST /api/voice/default does) and is answered with `voice_set`.
 
 Every refusal is `{"type": "error", "id": <the message's id or null>, "message", "code"}`; the socket stays
 usable. Credentials, the message-size bound and the idle timeout are the other sockets' (`WsChannel`).
@@ -20,7 +21,7 @@ import asyncio
 import base64
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -143,21 +144,14 @@ class ChatterboxSession(SocketSession):
         except SpeechError as e:
             await self.channel.send(Error(id=say.id, message=e.message, code=e.code, retry_after=e.retry_after))
             return
-        chunks = _Chunks(self.channel, say.id)
         body = audio_body(stream, fmt, 1.0, encoder)
-        buffer = bytearray()
-        first = WAV_HEADER_BYTES if fmt == "wav" else 0
         try:
-            async for data in body:
-                buffer += data
-                while streamed and len(buffer) >= size + first:
-                    cut, first = size + first, 0
-                    piece = bytes(buffer[:cut])
-                    del buffer[:cut]
-                    if not await chunks.push(piece):
-                        return  # the client is gone: closing the body stops the synthesis
-            if not await chunks.finish(bytes(buffer)):
-                return
+            if streamed:
+                sent = await self._stream(say.id, body, size, WAV_HEADER_BYTES if fmt == "wav" else 0)
+            else:
+                sent = await self.channel.send_text(await whole_chunk(say.id, body))
+            if not sent:
+                return  # the client is gone: closing the body stops the synthesis
             await self.channel.send(Done(id=say.id, duration_seconds=round(stream.audio_seconds, 3)))
         except SpeechError as e:
             await self.channel.send(Error(id=say.id, message=e.message, code=e.code))
@@ -166,6 +160,38 @@ class ChatterboxSession(SocketSession):
             await self.channel.send(Error(id=say.id, message="internal error during synthesis", code="internal_error"))
         finally:
             await body.aclose()  # type: ignore[attr-defined]
+
+    async def _stream(self, say_id: str, body: AsyncIterator[bytes], size: int, first: int) -> bool:
+        """`chunk`s of `size` bytes as the audio comes (the first `first` bytes longer: the WAV header)."""
+        chunks = _Chunks(self.channel, say_id)
+        buffer = bytearray()
+        async for data in body:
+            buffer += data
+            while len(buffer) >= size + first:
+                cut, first = size + first, 0
+                piece = bytes(buffer[:cut])
+                del buffer[:cut]
+                if not await chunks.push(piece):
+                    return False
+        return await chunks.finish(bytes(buffer))
+
+
+async def whole_chunk(say_id: str, body: AsyncIterator[bytes]) -> str:
+    """`audio.stream: false`: the JSON text of the one `chunk` (index 0, is_last), base64-encoding each piece
+    of audio into it as it comes (a remainder under 3 bytes waits for the next piece). What a socket holds is
+    that text, once; collecting the audio, then its base64, then the message and its JSON held ~7 copies."""
+    template = msgspec.json.encode(Chunk(id=say_id, index=0, data="", is_last=True))
+    at = template.rindex(b'"data":""') + len(b'"data":"')  # the id before it is escaped: no quote of its own
+    frame = bytearray(template[:at])
+    rest = b""
+    async for data in body:
+        if rest:
+            data = rest + data
+        cut = len(data) - len(data) % 3
+        frame += base64.b64encode(memoryview(data)[:cut])
+        rest = data[cut:]
+    frame += base64.b64encode(rest) + template[at:]
+    return frame.decode("ascii")  # the bytearray goes when this returns
 
 
 class _Chunks:

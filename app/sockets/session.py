@@ -97,6 +97,10 @@ class WsChannel:
         """Send a JSON event; skipped (False) once `utterance` is cancelled or the socket is gone."""
         return await self._send(msgspec.json.encode(event).decode(), utterance)
 
+    async def send_text(self, text: str) -> bool:
+        """Send an event already encoded as JSON text (one encoding for many sockets, or built piece by piece)."""
+        return await self._send(text, None)
+
     async def send_audio(self, frame: bytes, utterance: Utterance) -> bool:
         return await self._send(frame, utterance)
 

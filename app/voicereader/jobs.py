@@ -167,17 +167,10 @@ def encode(event: Any) -> str:
     return msgspec.json.encode(event).decode()
 
 
-class EventsChannel(WsChannel):
-    """An events socket's channel: it sends text already encoded (one encoding shared by every socket)."""
-
-    async def send_text(self, text: str) -> bool:
-        return await self._send(text, None)
-
-
 class Listener:
     """One events socket: its own bounded outbox and sender task, so a slow socket delays only itself."""
 
-    def __init__(self, channel: EventsChannel, owner: str | None):
+    def __init__(self, channel: WsChannel, owner: str | None):
         self.channel = channel
         self.owner = owner
         self.dropped = False
@@ -456,7 +449,7 @@ class JobHub:
         if not delivered:
             self._backlogs.setdefault(job.owner, _Backlog()).add(text, audio_seconds)
 
-    def attach(self, channel: EventsChannel, owner: str | None, hello: Any) -> Listener:
+    def attach(self, channel: WsChannel, owner: str | None, hello: Any) -> Listener:
         """Add an events socket: `hello` (built from the replay count), its owner's buffered events, then
         live ones, all through its outbox (nothing here waits for the socket)."""
         backlog = self._backlogs.pop(owner, None)

@@ -20,8 +20,8 @@ from app.ops.auth import bearer_token, require_api_key
 from app.ops.errors import validation_param
 from app.ops.openapi import OptionalBodyOperation
 from app.sockets.protocol import ProtocolError
-from app.sockets.session import Credentials, IdleTimeout
-from app.voicereader.jobs import EventsChannel, JobHub, encode
+from app.sockets.session import Credentials, IdleTimeout, WsChannel
+from app.voicereader.jobs import JobHub, encode
 from app.voicereader.protocol import (
     CLIENT_TYPES,
     DEFAULT_VOICE_ID,
@@ -237,8 +237,7 @@ async def events_socket(socket: WebSocket) -> None:
     Every frame out goes through the socket's outbox (`jobs.Listener`): handling one never waits on a send."""
     app = socket.app
     settings = app.state.settings
-    channel = EventsChannel(socket, idle_timeout=settings.ws_idle_timeout,
-                            max_message_bytes=settings.ws_max_message_bytes)
+    channel = WsChannel(socket, idle_timeout=settings.ws_idle_timeout, max_message_bytes=settings.ws_max_message_bytes)
     credentials = Credentials.of(socket)
     verdict = credentials.verdict(app.state.api_keys)
     await channel.accept(credentials.subprotocol)

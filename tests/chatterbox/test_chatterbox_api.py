@@ -148,6 +148,11 @@ async def test_say_chunks_rate_wav_and_one_shot(embedded_server: Server) -> None
         assert len(chunks) == 1 and chunks[0]["is_last"] and chunks[0]["index"] == 0
         samples, _ = decode_audio(audio_of(chunks), "wav")
         assert abs(samples.size / 24000 - done["duration_seconds"]) < 0.01
+        # The one chunk's JSON is built around the audio as it comes: an id full of JSON still round-trips.
+        odd = 'b","data":"\\"'
+        chunks, done = await say(ws, odd, audio={"stream": False, "sample_rate": 16000})
+        assert len(chunks) == 1 and done["id"] == odd
+        assert abs(len(base64.b64decode(chunks[0]["data"])) / 2 / 16000 - done["duration_seconds"]) < 0.01
 
         chunks, done = await say(ws, "c", audio={"format": "wav", "chunk_size_ms": 100})
         data = audio_of(chunks)

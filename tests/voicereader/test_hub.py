@@ -9,7 +9,8 @@ import json
 import msgspec
 import pytest
 
-from app.voicereader.jobs import EventsChannel, JobHub
+from app.sockets.session import WsChannel
+from app.voicereader.jobs import JobHub
 from app.voicereader.protocol import AudioChunk, Connected
 from engine.embedded import EmbeddedEngine
 from engine.errors import Overloaded
@@ -17,7 +18,7 @@ from engine.service import SpeechService
 
 
 class RecordingSocket:
-    """What an EventsChannel needs of a litestar WebSocket: the text frames it was given, kept as given."""
+    """What a WsChannel needs of a litestar WebSocket: the text frames it was given, kept as given."""
 
     def __init__(self) -> None:
         self.frames: list[str] = []
@@ -52,7 +53,7 @@ async def test_each_event_is_encoded_once_for_every_socket(service, monkeypatch)
     hub = JobHub(service, max_queued=8)
     sockets = [RecordingSocket() for _ in range(20)]
     for socket in sockets:
-        channel = EventsChannel(socket, idle_timeout=60, max_message_bytes=65536)  # type: ignore[arg-type]
+        channel = WsChannel(socket, idle_timeout=60, max_message_bytes=65536)  # type: ignore[arg-type]
         hub.attach(channel, None, lambda replayed: Connected(current_job=None, queued=0, replayed=replayed))
     voice = service.registry.resolve(None)
     job = hub.new_job(voice, "0", "auto", "One sentence to speak. And a second one.", 300, rate=1.0, volume=1.0)
