@@ -83,7 +83,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         before_request=strict_json_body,
         exception_handlers={Exception: handle_exception},
-        middleware=[request_id_middleware, metrics.middleware, origin_guard(origins, keyed)],
+        middleware=[request_id_middleware, metrics.middleware,
+                    origin_guard(origins, keyed, (settings.host, *settings.allowed_hosts))],
         cors_config=CORSConfig(allow_origins=origins, expose_headers=["x-request-id", "retry-after"]) if origins
         else None,
         openapi_config=OpenAPIConfig(title="Qwen Speech Gateway", version="0.1.0", render_plugins=[docs_plugin]),

@@ -81,6 +81,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_connections: int = 1000
     max_voices: int = 200
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # names browsers may call a keyless server by (DNS rebinding guard)
     # Wyoming (Home Assistant): off unless a port is given
     wyoming_port: int | None = None
     wyoming_host: str = "127.0.0.1"
@@ -174,6 +175,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_connections", "--max-connections", "open connections (HTTP and WebSocket) before new requests get 503", int),
     Option("max_voices", "--max-voices", "user voices the voices folder may hold; creating more is refused", int),
     Option("cors_origins", "--cors-origin", "origin allowed to call the API from a browser (repeat; * for any). Default: any origin when API keys are set, none otherwise", str, True),
+    Option("allowed_hosts", "--allowed-host", "without API keys: a host name browsers may call this server by besides localhost, IP addresses and --host (repeat; env: comma-separated); others get 421 (DNS rebinding)", str, True),
     Option("wyoming_port", "--wyoming-port", "serve the Wyoming protocol (Home Assistant TTS) on this TCP port too (default: off)", int),
     Option("wyoming_host", "--wyoming-host", "address the Wyoming server listens on (0.0.0.0 for Home Assistant on another machine)"),
     Option("wyoming_allow", "--wyoming-allow", "client address or network (CIDR) allowed to use the Wyoming port, which has no keys (repeat; env: comma-separated). Default: any that can reach --wyoming-host", str, True),

@@ -342,8 +342,10 @@ def test_keyless_server_refuses_other_web_pages(embedded_server):
     preflight = httpx.options(embedded_server.v1 + "/audio/voices/x", timeout=10, headers={
         **evil, "access-control-request-method": "DELETE"})
     assert "access-control-allow-origin" not in preflight.headers
-    with pytest.raises(Exception):  # noqa: B017 - the handshake is refused
-        connect(embedded_server.ws_url + "/api/v1/speak", origin="http://evil.example", open_timeout=10)
+    with connect(embedded_server.ws_url + "/api/v1/speak", origin="http://evil.example", open_timeout=10) as ws:
+        with pytest.raises(Exception):  # noqa: B017 - closed at once, before any message
+            ws.recv(timeout=10)
+    assert ws.close_code == 1008 and "--cors-origin http://evil.example" in ws.close_reason
     # The playground (same origin) and clients that send no Origin are unaffected.
     same = {"origin": embedded_server.url}
     body = {"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": "pcm"}
