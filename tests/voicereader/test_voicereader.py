@@ -314,3 +314,14 @@ async def test_jobs_events_and_cancels_belong_to_their_key(server_factory) -> No
                 await events_until(ws_one, job["job_id"], {"JOB_CANCELED"})
             await ws_two.send(json.dumps({"type": "PING"}))
             assert json.loads(await ws_two.recv()) == {"type": "PONG"}  # nothing of key one's came before it
+
+
+# -- fan-out cost ------------------------------------------------------------------------------
+async def test_socket_compression_is_off_unless_asked(embedded_server: Server, server_factory) -> None:
+    """Per-socket deflate dominated the cost of one job's events sent to many listeners, so it is opt-in."""
+    compressed = server_factory("--ws-compression")
+    for target, expected in ((embedded_server, None), (compressed, "permessage-deflate")):
+        async with websockets.connect(target.ws_url + "/v1/ws") as ws:  # the client offers deflate by default
+            assert json.loads(await ws.recv())["type"] == "CONNECTED"
+            extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
+            assert (extensions.split(";")[0] if extensions else None) == expected
