@@ -5,7 +5,10 @@ making exactly --frames frames (min_new_tokens = max_new_tokens, so EOS cannot e
 each is read by a client that starts playing at its first chunk and plays chunks back to back.
 Per level: time to first audio p50/p95/max, seconds of audio per wall second over all streams,
 per-stream RTF (wall / audio), how many streams played without stalls (total stall < 100 ms), the
-median stall, and the scheduler's mean rows per decode step.
+median stall, the scheduler's mean rows per decode step, and its prompt prefills (seconds, positions,
+rows joined from the voice's cached prefix). `voice_prefix` measures that cache on the loaded model:
+the voice's prefix length and memory, and one prompt's prefill whole vs after the cached prefix.
+`--no-prefix-cache` and `--prefill-tokens` run the same with the cache off or another join budget.
 
 Checkpoint: a random-weight copy of the real 0.6B Base architecture (built once into a cache
 folder, ~20 s, ~2.5 GB), --size tiny for the tiny test model, or any folder with --checkpoint.
@@ -70,7 +73,8 @@ async def run(a: argparse.Namespace) -> dict:
     levels = [int(x) for x in a.levels.split(",")]
     cfg = QwenConfig(base=ckpt, device=a.device, dtype=a.dtype, preload=True, instances=a.instances,
                      torch_threads=a.threads, max_batch=a.max_batch or max(levels), cuda_graphs=not a.no_cuda_graphs,
-                     blocked_gemm=not a.no_blocked_gemm,
+                     blocked_gemm=not a.no_blocked_gemm, prefill_tokens=a.prefill_tokens,
+                     prefix_cache=0 if a.no_prefix_cache else 16,
                      first_chunk_frames=a.first_chunk_frames, chunk_frames=a.chunk_frames,
                      voices_dirs=(SHIPPED_VOICES_DIR, Path(tempfile.mkdtemp())))
     engine = QwenEngine(cfg)
@@ -90,18 +94,19 @@ async def run(a: argparse.Namespace) -> dict:
         return {"first": arrivals[0][0], "wall": time.perf_counter() - t0, "audio": sum(d for _, d in arrivals),
                 "stall": playback(arrivals)}
 
-    await one(0)  # warm: first-call allocations, the voice's primed decoder state
+    await one(0)  # warm: first-call allocations, the voice's primed decoder state and prefix
+    out["voice_prefix"] = await prefix_probe(engine, voice)
     out["levels"] = {}
+    counted = ("decode_steps", "rows_sum", "decode_seconds", "codec_seconds", "prefill_seconds", "prefill_tokens",
+               "prefix_hits", "prefills")
     for c in levels:
         schedulers = [s for p in engine.pools.values() for s in p.schedulers]
-        before = [(s.stats.decode_steps, s.stats.rows_sum, s.stats.decode_seconds, s.stats.codec_seconds) for s in schedulers]
+        before = [dict(vars(s.stats)) for s in schedulers]
         t0 = time.perf_counter()
         results = await asyncio.gather(*(one(i) for i in range(c)))
         wall = time.perf_counter() - t0
-        steps = sum(s.stats.decode_steps - b[0] for s, b in zip(schedulers, before, strict=True))
-        rows = sum(s.stats.rows_sum - b[1] for s, b in zip(schedulers, before, strict=True))
-        stepping = sum(s.stats.decode_seconds - b[2] for s, b in zip(schedulers, before, strict=True))
-        decoding = sum(s.stats.codec_seconds - b[3] for s, b in zip(schedulers, before, strict=True))
+        d = {k: sum(getattr(s.stats, k) - b[k] for s, b in zip(schedulers, before, strict=True)) for k in counted}
+        steps, rows, stepping, decoding = d["decode_steps"], d["rows_sum"], d["decode_seconds"], d["codec_seconds"]
         firsts = np.array([r["first"] for r in results])
         level = {
             "ttfa_p50": round(float(np.percentile(firsts, 50)), 4),
@@ -114,6 +119,10 @@ async def run(a: argparse.Namespace) -> dict:
             "rows_per_decode_step": round(rows / max(steps, 1), 2),
             "loop_seconds": round(stepping, 2),  # of the wall time, in the frame loop's iterations
             "codec_decode_seconds": round(decoding, 2),  # ... of which turning codes into audio
+            "prefills": d["prefills"],  # ... forwards that joined rows, of
+            "prefill_seconds_per_request": round(d["prefill_seconds"] / c, 3),
+            "prefill_positions_per_request": round(d["prefill_tokens"] / c, 1),
+            "rows_from_voice_prefix": d["prefix_hits"],
             "wall_seconds": round(wall, 2),
         }
         out["levels"][str(c)] = level
@@ -125,6 +134,40 @@ async def run(a: argparse.Namespace) -> dict:
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     await engine.close()
     return out
+
+
+async def prefix_probe(engine, voice) -> dict:  # noqa: ANN001 - a QwenEngine and one of its voices
+    """The voice's cached prefix: its positions and memory, and the bench prompt's prefill on the model's
+    thread, whole and from the prefix (best of 3 each)."""
+    from engine.qwen.frame_batch import FrameBatch
+    from engine.qwen.streaming import GenerationParams, prepare_inputs, row_settings
+
+    pool = engine.pools["base"]
+    worker, loaded, scheduler = pool.workers[0], pool.models[0], pool.schedulers[0]
+    clone = await engine._clone_prompt(voice, loaded, worker)
+
+    def measure() -> dict:
+        prepared = prepare_inputs(loaded, text=TEXT, language="auto", voice_clone_prompt=clone)
+        prefix = scheduler.prefixes.get(prepared.prefix_key)
+        settings = row_settings(GenerationParams.for_model(loaded))
+        batch = FrameBatch(loaded, 1, context=prepared.prefill.shape[1] + 8, text=prepared.trailing_text.shape[1] + 1,
+                           grow=False)
+        seconds = {}
+        for name, cached in (("whole", None), ("after_prefix", prefix)):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                batch.join(0, prepared.prefill, prepared.trailing_text, settings, cached)
+                times.append(time.perf_counter() - t0)
+                batch.leave(0)
+            seconds[name] = min(times)
+        return {"prompt_positions": prepared.prefill.shape[1], "prefix_positions": prepared.prefix_len,
+                "cached": prefix is not None, "entries": len(scheduler.prefixes), "bytes": scheduler.prefix_bytes,
+                "prefill_whole_seconds": round(seconds["whole"], 4),
+                "prefill_after_prefix_seconds": round(seconds["after_prefix"], 4),
+                "saved_seconds_per_prompt": round(seconds["whole"] - seconds["after_prefix"], 4)}
+
+    return await worker.call(measure)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-cuda-graphs", action="store_true")
     p.add_argument("--no-blocked-gemm", action="store_true", help="CPU: batched steps on the plain GEMM kernel")
+    p.add_argument("--prefill-tokens", type=int, default=None, help="join budget (default: the engine's)")
+    p.add_argument("--no-prefix-cache", action="store_true", help="prefill every prompt whole")
     a = p.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # qwen_tts prints banners when the model loads: keep stdout JSON
         out = asyncio.run(run(a))

@@ -71,8 +71,8 @@ class QwenConfig:
     when there is no voices dir either).
     Frame budget per segment: max(min_segment_frames, text units × frames_per_char) capped at
     max_segment_frames, where a CJK/kana/hangul character counts `wide_char_weight` units.
-    max_batch / cuda_graphs / max_context / prefill_rows: the continuous-batching scheduler
-    (`scheduler.FrameScheduler`, one per instance) and its CUDA graphs.
+    max_batch / cuda_graphs / max_context / prefill_tokens / prefill_rows / prefix_cache: the
+    continuous-batching scheduler (`scheduler.FrameScheduler`, one per instance) and its CUDA graphs.
     """
 
     base: str | None = None
@@ -99,13 +99,17 @@ class QwenConfig:
     cuda_graphs: bool = True  # capture the frame steps per batch-size bucket on CUDA
     blocked_gemm: bool = True  # CPU float32: batched steps' GEMMs as weight-block batches (cpu_gemm.py)
     max_context: int = 2048  # CUDA: cache positions per row (prompt + frames); CPU grows as needed
-    prefill_rows: int | None = None  # most rows prefilled together per iteration; None: 16 on CUDA, 4 on CPU
+    # New prompt positions prefilled per iteration (None: 1024 on CUDA, 64 on CPU: about one frame step's
+    # time), for as many waiting rows as fit (the first always joins); prefill_rows caps the rows (None: free slots).
+    prefill_tokens: int | None = None
+    prefill_rows: int | None = None
+    prefix_cache: int = 16  # voice prefixes (talker cache of a prompt's voice-only positions) kept per instance
 
     def batch_size(self) -> int:
         return self.max_batch or (32 if self.device.startswith("cuda") else 8)
 
-    def joins_per_step(self) -> int:
-        return self.prefill_rows or (16 if self.device.startswith("cuda") else 4)
+    def prefill_budget(self) -> int:
+        return self.prefill_tokens or (1024 if self.device.startswith("cuda") else 64)
 
     def sources(self) -> dict[str, str]:
         """The configured model kinds and their checkpoint folder or hub id."""
@@ -192,7 +196,8 @@ class _ModelPool:
         from .scheduler import FrameScheduler
 
         self.schedulers = [FrameScheduler(w, m, max_batch=config.batch_size(), first_chunk_frames=config.first_chunk_frames,
-                                          chunk_frames=config.chunk_frames, prefill_rows=config.joins_per_step(),
+                                          chunk_frames=config.chunk_frames, prefill_rows=config.prefill_rows,
+                                          prefill_tokens=config.prefill_budget(), prefix_cache=config.prefix_cache,
                                           cuda_graphs=config.cuda_graphs, context=config.max_context,
                                           blocked_gemm=config.blocked_gemm)
                            for w, m in zip(self.workers, models, strict=True)]
@@ -293,10 +298,14 @@ class QwenEngine:
             "load_seconds": {k: round(sum(m.load_seconds for m in p.models), 3) for k, p in self.pools.items() if p.loaded},
             "workers": {k: [w.snapshot() for w in p.workers] for k, p in self.pools.items()},
             # Per kind and instance, what warm-up built: CUDA graph buckets and capture time, or none.
-            "batching": {"max_batch": self.config.batch_size(), "prefill_rows": self.config.joins_per_step(),
+            "batching": {"max_batch": self.config.batch_size(), "prefill_tokens": self.config.prefill_budget(),
+                         "prefill_rows": self.config.prefill_rows or self.config.batch_size(),
                          "graphs": self.graph_reports,
                          "rows": {k: [{"running": len(s.running), "waiting": s.waiting} for s in p.schedulers]
-                                  for k, p in self.pools.items()}},
+                                  for k, p in self.pools.items()},
+                         "voice_prefixes": {k: [{"entries": len(s.prefixes), "bytes": s.prefix_bytes,
+                                                 "hits": s.stats.prefix_hits} for s in p.schedulers]
+                                            for k, p in self.pools.items()}},
         }
         if self.prompts is not None:
             details["prompt_cache"] = dict(vars(self.prompts.stats), entries=len(self.prompts))
@@ -411,12 +420,15 @@ class QwenEngine:
     def _scheduler_numbers(self) -> dict[str, float]:
         # Requests: started/finished/cancelled/failed/deadline_exceeded; steps: decode, prefill, graph vs eager.
         counters = ("started", "finished", "cancelled", "failed", "deadline_exceeded", "decode_steps", "prefills",
-                    "graph_replays", "eager_steps", "decode_seconds")
-        numbers = {"running_rows": 0.0, "waiting_rows": 0.0, **{f"{k}_total": 0.0 for k in counters}}
+                    "graph_replays", "eager_steps", "decode_seconds", "prefill_seconds", "prefill_tokens",
+                    "prefix_hits", "prefix_tokens_saved")
+        numbers = {"running_rows": 0.0, "waiting_rows": 0.0, "voice_prefix_bytes": 0.0,
+                   **{f"{k}_total": 0.0 for k in counters}}
         for pool in self.pools.values():
             for scheduler in pool.schedulers:
                 numbers["running_rows"] += len(scheduler.running)
                 numbers["waiting_rows"] += scheduler.waiting
+                numbers["voice_prefix_bytes"] += scheduler.prefix_bytes
                 for key in counters:
                     numbers[f"{key}_total"] += float(getattr(scheduler.stats, key))
         return numbers

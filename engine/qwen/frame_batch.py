@@ -20,7 +20,9 @@ A joining row is prefilled on its own (`join`, the official prefill: same call, 
 its cache copied into its slot; a row alone in the batch therefore computes exactly what the
 official generate computes. Rows in a batch with others compute the same values up to float
 rounding of differently shaped matrix products (~1e-6 on logits here), which can in rare cases flip
-a sampled code.
+a sampled code. A row may join with its prompt's first positions already computed (`PrefixKV`,
+the talker cache of a voice's prefix, taken from an earlier row with `prefix`): only the rest of its
+prompt is prefilled, attending to that cache; the same values again, up to float rounding.
 
 The decode steps bypass HF's module forwards (mask building and cache classes are neither
 batch-per-row nor graph-friendly) but call the same submodules in the same order, and use torch's
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb, apply_rotary_pos_emb
@@ -59,6 +62,38 @@ class RowSettings:
     subtalker_top_p: float
     max_frames: int
     min_frames: int
+
+
+@dataclass(frozen=True, eq=False)
+class PrefixKV:
+    """The talker cache of one prompt's first `length` positions: per layer (kv heads, length, head dim)."""
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+
+class Join(NamedTuple):
+    """A row joining the batch: its slot, prompt (1, L, H), trailing text (1, T, H) and settings, and
+    optionally the cache of its prompt's first positions (then only the rest is prefilled)."""
+
+    slot: int
+    prefill: torch.Tensor
+    trailing: torch.Tensor
+    settings: RowSettings
+    prefix: PrefixKV | None = None
+
+    @property
+    def new_tokens(self) -> int:
+        """Positions the prefill computes (the prompt less its cached prefix)."""
+        return self.prefill.shape[1] - (self.prefix.length if self.prefix is not None else 0)
 
 
 def _grow(t: torch.Tensor, dim: int, size: int, fill: float = 0.0) -> torch.Tensor:
@@ -141,52 +176,81 @@ class FrameBatch:
         return self.k[0].shape[2]
 
     # -- rows in and out -----------------------------------------------------------------------
-    def join(self, slot: int, prefill: torch.Tensor, trailing: torch.Tensor, settings: RowSettings) -> None:
+    def join(self, slot: int, prefill: torch.Tensor, trailing: torch.Tensor, settings: RowSettings,
+             prefix: PrefixKV | None = None) -> None:
         """Prefill a row (1, L, H) into `slot` (slot == count adds a row; a lower slot restarts one)."""
-        self.join_many([(slot, prefill, trailing, settings)])
+        self.join_many([Join(slot, prefill, trailing, settings, prefix)])
 
     def fits(self, prefill_len: int, text_len: int) -> bool:
         """Whether a row with this prompt and trailing text fits a fixed-size batch (always when it grows)."""
         return self.grow or (prefill_len + 1 <= self.context and text_len + 1 <= self.trailing.shape[1])
 
     @torch.inference_mode()
-    def join_many(self, rows: list[tuple[int, torch.Tensor, torch.Tensor, RowSettings]]) -> None:
+    def join_many(self, rows: list[Join | tuple]) -> None:
         """Prefill several rows with one talker forward (left-padded like the official batched generate).
 
-        One row is prefilled exactly as the official generate does; several rows' caches and logits
-        equal their own prefill up to float rounding of the larger matrix products."""
-        for slot, *_ in rows:
-            if slot > self.count + len(rows) - 1 or slot >= self.slots:
-                raise ValueError(f"slot {slot} with {self.count} rows in {self.slots} slots")
-        lengths = [prefill.shape[1] for _, prefill, _, _ in rows]
-        width = max(lengths)
-        self._reserve(width + 1, max(trailing.shape[1] for _, _, trailing, _ in rows) + 1)
+        One row without a prefix is prefilled exactly as the official generate does; several rows'
+        caches and logits, or a row's rest after its cached prefix, equal their own whole prefill up to
+        float rounding. With prefixes the cache holds each row's prefix right-aligned at the same end
+        and the new positions after it, left-padded; the mask hides the gaps.
+        """
+        rows = [Join(*row) for row in rows]
+        for row in rows:
+            if row.slot > self.count + len(rows) - 1 or row.slot >= self.slots:
+                raise ValueError(f"slot {row.slot} with {self.count} rows in {self.slots} slots")
+        lengths = [row.prefill.shape[1] for row in rows]
+        new = [row.new_tokens for row in rows]
+        past = [n - m for n, m in zip(lengths, new, strict=True)]
+        past_width, width = max(past), max(new)
+        self._reserve(max(lengths) + 1, max(row.trailing.shape[1] for row in rows) + 1)
         talker = self.talker
-        if len(rows) == 1:
-            embeds = rows[0][1]
+        if len(rows) == 1 and not past_width:
+            embeds = rows[0].prefill
             mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
         else:
-            embeds = rows[0][1].new_zeros((len(rows), width, rows[0][1].shape[-1]))
-            mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
-            for i, (_, prefill, _, _) in enumerate(rows):
-                embeds[i, width - lengths[i]:] = prefill[0]
-                mask[i, width - lengths[i]:] = 1
-        position_ids, _ = talker.get_rope_index(mask)
+            embeds = rows[0].prefill.new_zeros((len(rows), width, rows[0].prefill.shape[-1]))
+            mask = torch.zeros((len(rows), past_width + width), dtype=torch.long, device=self.device)
+            for i, row in enumerate(rows):
+                embeds[i, width - new[i]:] = row.prefill[0, past[i]:]
+                mask[i, past_width - past[i]:past_width] = 1
+                mask[i, past_width + width - new[i]:] = 1
+        position_ids = talker.get_rope_index(mask)[0][:, :, past_width:]
         cache = DynamicCache()
+        if past_width:
+            for j in range(len(self.k)):
+                keys = self.k[j].new_zeros((len(rows), self.t_heads[0], past_width, self.t_heads[1]))
+                values = torch.zeros_like(keys)
+                for i, row in enumerate(rows):
+                    if row.prefix is not None:
+                        keys[i, :, past_width - past[i]:] = row.prefix.keys[j]
+                        values[i, :, past_width - past[i]:] = row.prefix.values[j]
+                cache.update(keys, values, j)
         out = talker.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                           past_key_values=cache, cache_position=torch.arange(width, device=self.device), use_cache=True)
+                           past_key_values=cache, use_cache=True,
+                           cache_position=torch.arange(past_width, past_width + width, device=self.device))
         hidden = out.last_hidden_state
         # The official generate takes the logits of the whole prefill and keeps the last: same GEMM shape.
         logits = talker.codec_head(hidden)[:, -1].float()
-        for i, (slot, _, trailing, settings) in enumerate(rows):
-            n, pad = lengths[i], width - lengths[i]
+        for i, row in enumerate(rows):
+            slot, n, p = row.slot, lengths[i], past[i]
             self.first_logits[slot] = logits[i]
             self.hidden[slot] = hidden[i, -1]
             for j, layer in enumerate(cache.layers):
-                self.k[j][slot, :, :n] = layer.keys[i, :, pad:]
-                self.v[j][slot, :, :n] = layer.values[i, :, pad:]
-            self._reset_row(slot, n, int(position_ids[0, i, -1]) + 1 - n, trailing, settings)
-        self.count = max(self.count, *(slot + 1 for slot, *_ in rows))
+                if p:
+                    self.k[j][slot, :, :p] = row.prefix.keys[j]
+                    self.v[j][slot, :, :p] = row.prefix.values[j]
+                self.k[j][slot, :, p:n] = layer.keys[i, :, past_width + width - new[i]:]
+                self.v[j][slot, :, p:n] = layer.values[i, :, past_width + width - new[i]:]
+            self._reset_row(slot, n, int(position_ids[0, i, -1]) + 1 - n, row.trailing, row.settings)
+        self.count = max(self.count, *(row.slot + 1 for row in rows))
+
+    def prefix(self, slot: int, length: int) -> PrefixKV:
+        """A copy of the first `length` cache positions of the row in `slot` (its prompt's prefix)."""
+        if length > self.host_length[slot] or length < 1:
+            raise ValueError(f"slot {slot} holds {self.host_length[slot]} positions, not {length}")
+        with torch.inference_mode():
+            return PrefixKV(tuple(k[slot, :, :length].clone() for k in self.k),
+                            tuple(v[slot, :, :length].clone() for v in self.v))
 
     def _reset_row(self, slot: int, length: int, rope_delta: int, trailing: torch.Tensor,
                    settings: RowSettings) -> None:
@@ -386,4 +450,4 @@ class FrameBatch:
         return x + mlp.down_proj(mlp.act_fn(gate) * up)
 
 
-__all__ = ["FrameBatch", "RowSettings"]
+__all__ = ["FrameBatch", "Join", "PrefixKV", "RowSettings"]

@@ -7,8 +7,11 @@ their turn between iterations), and each iteration is:
   1. rows whose client went away or whose deadline passed leave the batch (their slot is free now);
   2. one talker step for every running row;
   3. waiting jobs join (their sentences prefilled together, one talker forward, into free slots):
-     interactive before bulk, then first come first served, at most `prefill_rows` per iteration
-     while others run, so running rows stall for one short prefill only (an idle batch takes all);
+     interactive before bulk, then first come first served, as many as fit `prefill_tokens` new
+     prompt positions (the first always joins; `prefill_rows` caps the count): cheap prompts join
+     together, costly ones one per iteration, so the first of several requests arriving together
+     hears audio after its own prefill, not everyone's, and running rows stall for one bounded
+     prefill at a time;
   4. one frame for every row (`FrameBatch.sample_and_predict`), each row's codes handed to its own
      stateful codec decoder when its chunk is due (first after `first_chunk_frames`, then chunks
      doubling up to `chunk_frames`, so a client playing from its first chunk never waits while
@@ -18,8 +21,10 @@ their turn between iterations), and each iteration is:
 
 Randomness is per job (a `torch.Generator` from its seed, or a random one), so a seeded request
 gives the same audio whatever else runs (up to float rounding between batch shapes, see
-`frame_batch`). A clone voice's decoder state after priming with its reference codes is computed
-once per instance and copied for each stream.
+`frame_batch`). Per voice and instance, two things are computed once and copied for each stream
+(bounded LRUs): a clone voice's decoder state after priming with its reference codes, and the talker
+cache of a prompt's voice prefix (`PreparedInput.prefix_len`: the positions before the text to say),
+taken from the first row prefilled with it; later rows of that voice prefill only the rest.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +47,7 @@ from ..base import Priority
 from ..errors import DeadlineExceeded, EngineFailure, InvalidRequest, SpeechError
 from ..worker import StepWorker, queue_items
 from .codec_stream import StreamingCodecDecoder, decode_together
-from .frame_batch import FrameBatch
+from .frame_batch import FrameBatch, Join
 from .streaming import row_settings
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,7 @@ class _Row:
     pending: list = field(default_factory=list)
     due: int = 0
     frames: int = 0
+    prepared: Any = None  # (PreparedInput, RowSettings) of the sentence about to join, once built
 
 
 @dataclass
@@ -115,34 +121,71 @@ class SchedulerStats:
     codec_seconds: float = 0.0  # ... of which turning due codes into audio
     primed: int = 0  # clone-voice decoder states computed from reference codes
     primed_reused: int = 0  # ... and copied from the per-instance cache instead
+    prefill_seconds: float = 0.0  # in prompt prefills (joins)
+    prefill_tokens: int = 0  # prompt positions prefilled
+    prefix_hits: int = 0  # rows that joined from a cached voice prefix
+    prefix_tokens_saved: int = 0  # ... the prompt positions they did not prefill
+    prefix_stored: int = 0  # voice prefixes taken into the cache
     rows_per_step: list[int] = field(default_factory=lambda: [0] * len(ROW_BUCKETS))
     rows_sum: int = 0
 
 
+class LRU(OrderedDict):
+    """At most `size` entries; `get` marks an entry as used, `put` evicts the least recently used."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = max(0, int(size))
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 class FrameScheduler:
-    """Continuous batching on one model instance (`loaded`, owned by `worker`)."""
+    """Continuous batching on one model instance (`loaded`, owned by `worker`).
+
+    `prefill_tokens`: new prompt positions prefilled per iteration, for as many waiting rows as fit
+    (rows x the longest one's new positions, as the left-padded forward computes them; the first row
+    always joins). `prefill_rows`: most rows per iteration (None: as many as are free).
+    `prefix_cache`: voice prefixes kept (0: none), `primed_cache`: primed decoder states kept."""
 
     def __init__(self, worker: StepWorker, loaded: Any, *, max_batch: int = 8, first_chunk_frames: int = 2,
-                 chunk_frames: int = 8, prefill_rows: int = 4, cuda_graphs: bool = True, context: int = 2048,
-                 blocked_gemm: bool = True,
-                 primed_cache: int = 16):
+                 chunk_frames: int = 8, prefill_rows: int | None = None, prefill_tokens: int = 64,
+                 cuda_graphs: bool = True, context: int = 2048, blocked_gemm: bool = True, primed_cache: int = 16,
+                 prefix_cache: int = 16):
         self.worker, self.loaded = worker, loaded
         self.max_batch = max(1, int(max_batch))
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
-        self.prefill_rows = max(1, int(prefill_rows))
+        self.prefill_rows = max(1, int(prefill_rows or self.max_batch))
+        self.prefill_tokens = max(1, int(prefill_tokens))
         self.want_graphs, self.context = cuda_graphs, context
         self.want_blocked, self.blocked_linears = blocked_gemm, 0
         self.stats = SchedulerStats()
         self.batch: Any = None
         self.graphs: Any = None  # CudaGraphs once captured
         self.running: list[_Row] = []  # index = slot
+        self._joining: list[_Row] = []  # taken from _waiting for this iteration's prefill
         self._waiting: list[tuple[int, int, _Row | StreamJob]] = []  # (priority, seq, item)
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._driving = False
         self._tasks: set[asyncio.Future] = set()
-        self._primed: OrderedDict[bytes, Any] = OrderedDict()
-        self._primed_size = primed_cache
+        self._primed = LRU(primed_cache)
+        self.prefixes = LRU(prefix_cache)  # prefix key -> PrefixKV
+
+    @property
+    def prefix_bytes(self) -> int:
+        """Memory the cached voice prefixes hold."""
+        return sum(p.nbytes for p in list(self.prefixes.values()))
 
     # -- event loop side -----------------------------------------------------------------------
     @property
@@ -178,8 +221,10 @@ class FrameScheduler:
         except BaseException as e:  # noqa: BLE001 - every job hears about a broken loop
             error = e if isinstance(e, SpeechError) else EngineFailure(f"the frame loop stopped: {e!r}")
             with self._lock:
-                jobs = [r.job for r in self.running] + [self._job(item) for _, _, item in self._waiting]
+                jobs = [r.job for r in (*self.running, *self._joining)]
+                jobs += [self._job(item) for _, _, item in self._waiting]
                 self.running, self._waiting, self._driving = [], [], False
+                self._joining.clear()
                 if self.batch is not None:
                     self.batch.count = 0
             for job in jobs:
@@ -320,37 +365,68 @@ class FrameScheduler:
         self.running.pop()
 
     def _admit(self) -> None:
-        free = self.max_batch - len(self.running)
-        if free <= 0:
-            return
-        # An idle batch has nobody to stall: everyone waiting joins in one prefill (one cohort).
-        take = min(free, self.prefill_rows) if self.running else free
-        with self._lock:
-            self._waiting.sort(key=lambda e: (e[0], e[1]))
-            entries, self._waiting = self._waiting[:take], self._waiting[take:]
-        joining = []
-        for _, _, item in entries:
+        free = min(self.max_batch - len(self.running), self.prefill_rows)
+        # Off the queue, not yet running: if the loop breaks before they run, _drive_on_worker tells them.
+        rows, joins = self._joining, []
+        while len(rows) < free:
+            with self._lock:
+                if not self._waiting:
+                    break
+                self._waiting.sort(key=lambda e: (e[0], e[1]))
+                priority, seq, item = self._waiting.pop(0)
             row = item if isinstance(item, _Row) else self._first_row(item)
+            rows.append(row)
             try:
-                joining.append((row, self._prepare(row)))
+                join = self._join_of(row, len(self.running) + len(joins))
             except Exception as e:  # noqa: BLE001 - one bad request must not stop the batch
+                rows.pop()
                 self._fail(row, e)
-        if not joining:
-            return
-        first = len(self.running)
+                continue
+            # The forward computes every row as wide as the widest: that is what the budget counts.
+            widest = max([join.new_tokens, *(j.new_tokens for j in joins)])
+            if joins and (len(joins) + 1) * widest > self.prefill_tokens:
+                rows.pop()
+                with self._lock:  # next iteration, in its place, prepared once
+                    self._waiting.append((priority, seq, row))
+                break
+            joins.append(join)
+        if joins:
+            self._prefill(rows, joins)
+        rows.clear()
+
+    def _prefill(self, rows: list[_Row], joins: list[Join]) -> None:
+        t0 = time.perf_counter()
         try:  # the joining rows' prompts in one prefill
-            self.batch.join_many([(first + i, prepared.prefill, prepared.trailing_text, settings)
-                                  for i, (_, (prepared, settings)) in enumerate(joining)])
+            self.batch.join_many(joins)
         except Exception as e:  # noqa: BLE001
-            for row, _ in joining:
+            for row in rows:
                 self._fail(row, e)
             return
-        self.stats.prefills += 1
-        for row, (prepared, settings) in joining:
+        stats = self.stats
+        stats.prefills += 1
+        stats.prefill_seconds += time.perf_counter() - t0
+        for row, join in zip(rows, joins, strict=True):
+            prepared, settings = row.prepared
+            row.prepared = None
+            stats.prefill_tokens += join.new_tokens
+            if join.prefix is not None:
+                stats.prefix_hits += 1
+                stats.prefix_tokens_saved += join.prefix.length
+            elif prepared.prefix_len and self.prefixes.size:
+                self.prefixes.put(prepared.prefix_key, self.batch.prefix(join.slot, prepared.prefix_len))
+                stats.prefix_stored += 1
             self.running.append(row)
             row.max_frames, row.frames, row.pending, row.due = settings.max_frames, 0, [], self.first_chunk_frames
             row.decoder = StreamingCodecDecoder(self.loaded)
             row.ref = prepared.ref_code
+
+    def _join_of(self, row: _Row, slot: int) -> Join:
+        """The row's next sentence as a `Join` into `slot`, from its voice's cached prefix when there is one."""
+        if row.prepared is None:
+            row.prepared = self._prepare(row)
+        prepared, settings = row.prepared
+        prefix = self.prefixes.get(prepared.prefix_key) if prepared.prefix_len else None  # the key covers the length
+        return Join(slot, prepared.prefill, prepared.trailing_text, settings, prefix)
 
     def _fail(self, row: _Row, error: Exception) -> None:
         self.stats.failed += 1
@@ -400,12 +476,9 @@ class FrameScheduler:
         if state is None:
             self.stats.primed += 1
             row.decoder.prime(row.ref)
-            self._primed[key] = row.decoder.save_state()
-            while len(self._primed) > self._primed_size:
-                self._primed.popitem(last=False)
+            self._primed.put(key, row.decoder.save_state())
         else:
             self.stats.primed_reused += 1
-            self._primed.move_to_end(key)
             row.decoder.load_state(state)
         row.ref = None
 

@@ -18,6 +18,7 @@ owns it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -40,6 +41,11 @@ class PreparedInput:
     prefill (1, L, H): the prompt embeddings; trailing_text (1, T, H): text embeddings fed one per
     frame after the prefill; tts_pad (1, 1, H): fed once the text is used up; ref_code (R, 16):
     ICL reference codes (decoder context), else None.
+
+    prefix_len: how many leading prompt positions depend on the voice only (speaker or clone prompt,
+    language, instructions), never on the text to say; at most L - 1, so a prompt always has a rest to
+    prefill. prefix_key: a digest of everything those positions are made from: requests with equal
+    keys have equal prefixes, so one prefix's talker cache serves them all (`scheduler.FrameScheduler` keeps them).
     """
 
     kind: str
@@ -52,6 +58,8 @@ class PreparedInput:
     trailing_text: torch.Tensor
     tts_pad: torch.Tensor
     ref_code: torch.Tensor | None = None
+    prefix_len: int = 0
+    prefix_key: bytes = b""
 
 
 def _validate(loaded: LoadedModel, text: str, language: str, speaker: str | None, instruct: str | None,
@@ -97,18 +105,56 @@ def prepare_inputs(loaded: LoadedModel, *, text: str, language: str = "auto", sp
     lang, spk, instruct = _validate(loaded, text, language, speaker, instruct, items)
     non_streaming_mode = loaded.kind != "base" if non_streaming_mode is None else non_streaming_mode
     with torch.inference_mode():
-        prefill, trailing, pad = _build_embeddings(loaded, text, lang, spk, instruct, items, non_streaming_mode)
+        prefill, trailing, pad, prefix = _build_embeddings(loaded, text, lang, spk, instruct, items,
+                                                           non_streaming_mode)
     ref_code = items[0].ref_code if items and items[0].icl_mode else None
+    prefix_len = min(prefix.length, prefill.shape[1] - 1)
     return PreparedInput(kind=loaded.kind, text=text, language=lang, speaker=spk, instruct=instruct,
                          non_streaming_mode=non_streaming_mode, prefill=prefill, trailing_text=trailing,
-                         tts_pad=pad, ref_code=ref_code)
+                         tts_pad=pad, ref_code=ref_code, prefix_len=prefix_len, prefix_key=prefix.key(prefix_len))
+
+
+class _VoicePrefix:
+    """The leading prompt positions that do not depend on the text to say: their count, and what they
+    are made of (token ids, speaker embedding, reference codes), hashed into a key.
+
+    The prompt is [instructions] <|im_start|>assistant\\n [codec tags: think/language, speaker, pad]
+    and then, in ICL mode, one position per reference-text token *summed* with one reference code
+    (codec BOS first): `generate_icl_prompt` lays the reference text and then the target text over
+    the reference codes. Positions up to the end of the reference text (or of the codes, whichever
+    comes first) are the voice's alone; from there on each position holds a target-text token, so
+    the rest of the ICL part cannot be shared even though its codes are the voice's. Without ICL (x-vector
+    clones, speakers, designed voices) the first target-text token follows the codec tags.
+    """
+
+    def __init__(self) -> None:
+        self.length = 0
+        self._hash = hashlib.sha256(b"qwen-voice-prefix-1")
+
+    def add(self, positions: int, *parts: torch.Tensor | bytes) -> None:
+        self.length += positions
+        for part in parts:
+            data = part if isinstance(part, bytes) else _tensor_bytes(part)
+            self._hash.update(len(data).to_bytes(8, "little") + data)
+
+    def key(self, length: int) -> bytes:
+        h = self._hash.copy()
+        h.update(length.to_bytes(8, "little"))
+        return h.digest()
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous()
+    return str(t.dtype).encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def _build_embeddings(loaded: LoadedModel, text: str, lang: str, spk: str | None, instruct: str | None,
-                      items: list | None, non_streaming: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      items: list | None, non_streaming: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, _VoicePrefix]:
     # Mirrors `Qwen3TTSForConditionalGeneration.generate` for one request, op for op (same shapes,
     # same order) so the floats are identical; reuses the wrappers' text builders and the model's
-    # generate_speaker_prompt / generate_icl_prompt helpers.
+    # generate_speaker_prompt / generate_icl_prompt helpers. Alongside, `prefix` records which
+    # leading positions are the voice's alone and what they are made of.
     tts, model = loaded.model, loaded.model.model
     talker, cfg, tc, dev = model.talker, model.config, model.config.talker_config, model.talker.device
 
@@ -119,9 +165,12 @@ def _build_embeddings(loaded: LoadedModel, text: str, lang: str, spk: str | None
         return talker.get_input_embeddings()(torch.tensor(ids, device=dev, dtype=torch.long))
 
     input_id = tts._tokenize_texts([tts._build_assistant_text(text)])[0]
+    prefix = _VoicePrefix()
     parts = []
     if instruct:
-        parts.append(text_embed(tts._tokenize_texts([tts._build_instruct_text(instruct)])[0]))
+        instruct_id = tts._tokenize_texts([tts._build_instruct_text(instruct)])[0]
+        parts.append(text_embed(instruct_id))
+        prefix.add(instruct_id.shape[1], b"instruct", instruct_id)
     speaker_embed = prompt = None
     if items:
         prompt = tts._prompt_items_to_voice_clone_prompt(items)
@@ -145,12 +194,19 @@ def _build_embeddings(loaded: LoadedModel, text: str, lang: str, spk: str | None
     codec_in = torch.cat(codec, dim=1)
     head = torch.cat((tts_pad.expand(-1, codec_in.shape[1] - 2, -1), tts_bos), dim=1) + codec_in[:, :-1]
     embed = torch.cat((text_embed(input_id[:, :3]), head), dim=1)  # "<|im_start|>assistant\n" + codec tags
+    prefix.add(embed.shape[1], b"head", input_id[:, :3], torch.tensor(think), bytes([non_streaming]),
+               b"" if speaker_embed is None else speaker_embed)
     if prompt is not None and prompt["ref_code"][0] is not None and prompt["icl_mode"][0]:
         ref_id = tts._tokenize_texts([tts._build_ref_text(items[0].ref_text)])[0]
+        ref_code = prompt["ref_code"][0].to(dev)
         icl, trailing = model.generate_icl_prompt(
-            text_id=input_id[:, 3:-5], ref_id=ref_id[:, 3:-2], ref_code=prompt["ref_code"][0].to(dev),
+            text_id=input_id[:, 3:-5], ref_id=ref_id[:, 3:-2], ref_code=ref_code,
             tts_pad_embed=tts_pad, tts_eos_embed=tts_eos, non_streaming_mode=non_streaming)
         embed = torch.cat([embed, icl], dim=1)
+        # Streaming: reference tokens lie over codec BOS + reference codes, as far as both reach.
+        # Non-streaming: over codec pad (the codes come after the whole text).
+        shared = ref_id.shape[1] - 5 if non_streaming else min(ref_id.shape[1] - 5, ref_code.shape[0] + 1)
+        prefix.add(shared, b"icl", ref_id[:, 3:-2], ref_code)
     else:
         embed = torch.cat([embed, text_embed(input_id[:, 3:4]) + codec_in[:, -1:]], dim=1)
         if non_streaming:  # the whole text in the prompt, then codec BOS
@@ -161,7 +217,7 @@ def _build_embeddings(loaded: LoadedModel, text: str, lang: str, spk: str | None
         else:  # first text token in the prompt, the rest fed one per frame
             trailing = torch.cat((text_embed(input_id[:, 4:-5]), tts_eos), dim=1)
     prefill = torch.cat(parts + [embed], dim=1)
-    return prefill, trailing, tts_pad
+    return prefill, trailing, tts_pad, prefix
 
 
 @dataclass(frozen=True)

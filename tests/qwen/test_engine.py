@@ -363,3 +363,98 @@ async def test_interactive_rows_join_first_when_the_batch_is_full(make_engine, t
     # Two bulk rows fill the batch; the interactive request takes the next free slot before bulk2.
     assert order.index("interactive") < order.index("bulk2"), order
     assert max(len(s.running) for s in pool.schedulers) == 0
+
+
+async def test_requests_of_a_voice_join_from_its_cached_prefix(make_engine, tiny_base_dir) -> None:
+    """Sentences after the first of a clone voice prefill only what follows the voice's prefix, and sound
+    the same as with no prefix cache at all."""
+    caps = SamplingParams(max_new_tokens=8, min_new_tokens=8)
+    texts = [("Good morning. A second sentence.", 5), ("Another text entirely.", 6)]
+    audio = {}
+    for cache in (16, 0):
+        engine = await make_engine(base=str(tiny_base_dir), first_chunk_frames=1, prefix_cache=cache)
+        audio[cache] = [_audio(await _collect(engine, _request(engine, "default", text, seed=seed, sampling=caps)))
+                        for text, seed in texts]
+        stats = engine.pools["base"].schedulers[0].stats
+        numbers = engine.metrics_snapshot()
+        if cache:  # three sentences: the first leaves the prefix, the others join from it
+            assert (stats.prefix_stored, stats.prefix_hits) == (1, 2) and stats.prefix_tokens_saved > 0
+            assert numbers["voice_prefix_bytes"] > 0 and numbers["prefix_tokens_saved_total"] > 0
+        else:
+            assert (stats.prefix_stored, stats.prefix_hits, numbers["voice_prefix_bytes"]) == (0, 0, 0)
+    for cached, whole in zip(audio[16], audio[0], strict=True):
+        assert cached.shape == whole.shape and np.allclose(cached, whole, atol=1e-6, rtol=0)
+
+
+async def _first_audio_after_prefills(engine: QwenEngine, kind: str, requests: list[SynthesisRequest],
+                                      monkeypatch) -> list[int]:
+    """Submit `requests` at once (the model's thread held until all wait) and return, per request, how
+    many prefills had run when its first audio was handed out (read on the model's thread)."""
+    import threading
+
+    from engine.qwen.scheduler import StreamJob
+
+    pool = engine.pools[kind]
+    await pool.ensure_loaded(engine.config)
+    scheduler = pool.schedulers[0]
+    seen: dict[str, int] = {}
+    put = StreamJob.put
+
+    def recording(job: StreamJob, item: object) -> None:
+        if isinstance(item, np.ndarray):
+            seen.setdefault(job.request_id, scheduler.stats.prefills)
+        put(job, item)
+
+    monkeypatch.setattr(StreamJob, "put", recording)
+    hold = threading.Event()
+    held = pool.workers[0].call(hold.wait)
+    tasks = [asyncio.ensure_future(_collect(engine, r)) for r in requests]
+    await asyncio.sleep(0.1)
+    hold.set()
+    await held
+    await asyncio.gather(*tasks)
+    return [seen[r.request_id] for r in requests]
+
+
+async def test_joins_take_the_prefill_budget_oldest_first(make_engine, tiny_base_dir, monkeypatch) -> None:
+    """Four clone requests together. Cold, a whole prompt is wider than the budget: the first joins alone
+    and is heard after its own prefill; it leaves its voice's prefix, after which only a position or two
+    of each prompt is new, so the three others join together. Warm, all four join in one prefill."""
+    engine = await make_engine(base=str(tiny_base_dir), first_chunk_frames=1, prefill_tokens=64)
+    caps = SamplingParams(max_new_tokens=6, min_new_tokens=6)
+
+    def requests() -> list[SynthesisRequest]:
+        return [_request(engine, "default", f"Request number {i}.", seed=i, sampling=caps) for i in range(4)]
+
+    cold = await _first_audio_after_prefills(engine, "base", requests(), monkeypatch)
+    assert sorted(cold) == [1, 2, 2, 2]  # the first queued (their clone prompt resolves in any order)
+    before = engine.pools["base"].schedulers[0].stats.prefills
+    warm = await _first_audio_after_prefills(engine, "base", requests(), monkeypatch)
+    assert warm == [before + 1] * 4
+    stats = engine.pools["base"].schedulers[0].stats
+    assert stats.prefix_stored == 1 and stats.prefix_hits == 7
+
+
+async def test_a_prefill_budget_of_one_joins_one_prompt_per_iteration(make_engine, tiny_custom_voice_dir,
+                                                                      monkeypatch) -> None:
+    engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), first_chunk_frames=1, prefill_tokens=1)
+    caps = SamplingParams(max_new_tokens=6, min_new_tokens=6)
+    requests = [_request(engine, voice, "Hello.", seed=1, sampling=caps) for voice in ("ryan", "vivian", "aiden")]
+    requests.insert(1, _request(engine, "eric", "Bulk.", seed=1, sampling=caps, priority=Priority.BULK))
+    # Interactive first, then first come first served: the bulk request, submitted second, joins last.
+    assert await _first_audio_after_prefills(engine, "custom_voice", requests, monkeypatch) == [1, 4, 2, 3]
+
+
+async def test_a_broken_frame_loop_fails_the_rows_it_was_joining(make_engine, tiny_base_dir, monkeypatch) -> None:
+    """An error between taking a row off the queue and running it must reach its client, not hang it."""
+    from engine.errors import EngineFailure
+    from engine.qwen.frame_batch import FrameBatch
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("no prefix today")
+
+    monkeypatch.setattr(FrameBatch, "prefix", broken)
+    engine = await make_engine(base=str(tiny_base_dir))
+    with pytest.raises(EngineFailure, match="no prefix today"):
+        await asyncio.wait_for(_collect(engine, _request(engine, "default", sampling=SamplingParams(max_new_tokens=3))),
+                               60)
