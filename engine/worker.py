@@ -2,8 +2,12 @@
 
 Model calls never run on the event loop, and never two at once on one instance (qwen_tts keeps
 per-call state on the model object). Streams on one worker interleave at step granularity (a frame
-for Qwen3, a sentence for the embedded engine), interactive before bulk, so a new request gets its
-first audio without waiting for an older one to finish. Cancellation and deadlines are checked
+for Qwen3, a sentence for the embedded engine), interactive before bulk, and within a priority
+earliest due first: a new stream is due at once; a stream that says how long its items play (`pace`)
+is next due when the audio it has made would run out, counted from its first item, less a margin for
+making the next one; any other stream is due again when it has stepped (round robin). So a new
+request's first audio goes ahead of other requests' later sentences as long as their audio lasts,
+and a stream about to run out goes ahead of newcomers. Cancellation and deadlines are checked
 before every step: a closed stream costs at most the step already running. A stream whose consumer
 has not taken `max_ahead` of its items is not stepped until it takes one: a client that stops
 reading stalls its own synthesis (its memory and the worker's time), not the others'.
@@ -16,7 +20,6 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -32,6 +35,10 @@ _END = object()
 StepFactory = Callable[[], Iterator["T | None"]]
 """Called on the worker thread; returns a generator that yields an item or None once per step."""
 
+# A paced stream is due this long, plus twice its last step's time, before its audio would run out:
+# room for its next step to be made and sent even when other streams are due at the same moment.
+PACE_MARGIN = 0.25
+
 
 @dataclass
 class WorkerStats:
@@ -44,6 +51,8 @@ class WorkerStats:
     failed: int = 0
     deadline_exceeded: int = 0
     step_seconds: float = 0.0
+    underruns: int = 0  # audio of paced streams made after the audio made before it had run out
+    underrun_seconds: float = 0.0  # ... by how much, summed
 
 
 @dataclass(eq=False)
@@ -64,6 +73,10 @@ class _Stream(Generic[T]):
     taken: int = 0  # items the consumer has taken (written under the worker's lock)
     parked: bool = False  # left out of the ready queues until the consumer catches up
     handoff: bool = True
+    due: float = 0.0  # time.monotonic() by which its next step should start (earliest first)
+    pace: Callable[[T], float] | None = None  # seconds of playback in an item
+    played_from: float | None = None  # when its first playing item was made: playback starts no earlier
+    made: float = 0.0  # seconds of playback made so far
 
     def put(self, item: object) -> None:
         try:
@@ -91,7 +104,7 @@ class StepWorker:
         self.stats = WorkerStats()
         self._setup = setup
         self._cv = threading.Condition()
-        self._ready: dict[int, deque[_Stream]] = {}
+        self._ready: dict[int, list[_Stream]] = {}
         self._parked: set[_Stream] = set()
         self._seq = itertools.count()
         self._running = True
@@ -124,18 +137,20 @@ class StepWorker:
         deadline: float | None = None,
         request_id: str = "",
         handoff: bool = True,
+        pace: Callable[[T], float] | None = None,
     ) -> AsyncIterator[T]:
         """Submit a stream; iterate the result to receive its items. Closing the iterator cancels it.
 
-        `handoff=False`: no first-item handoff for this stream (a one-off call has no audio to send)."""
+        `handoff=False`: no first-item handoff for this stream (a one-off call has no audio to send).
+        `pace(item)`: seconds the item plays; the stream is then stepped by when its audio runs out."""
         loop = asyncio.get_running_loop()
         s = _Stream(factory, loop, asyncio.Queue(), int(priority), deadline, next(self._seq), request_id,
-                    handoff=handoff)
+                    handoff=handoff, due=time.monotonic(), pace=pace)
         with self._cv:
             if not self._running:
                 raise EngineFailure(f"worker {self.name} is stopped")
             self._active += 1
-            self._ready.setdefault(s.priority, deque()).append(s)
+            self._ready.setdefault(s.priority, []).append(s)
             self._cv.notify()
         return self._consume(s)
 
@@ -176,14 +191,33 @@ class StepWorker:
         with self._cv:
             while self._running:
                 for prio in sorted(self._ready):
-                    if self._ready[prio]:
-                        return self._ready[prio].popleft()
+                    if ready := self._ready[prio]:
+                        s = min(ready, key=lambda r: (r.due, r.seq))
+                        ready.remove(s)
+                        return s
                 self._cv.wait()
             return None
 
     def _requeue(self, s: _Stream) -> None:
         with self._cv:
             self._ready[s.priority].append(s)
+
+    def _schedule(self, s: _Stream, item: object, started: float, took: float) -> None:
+        """When `s` is next due, after a step that started at `started`, took `took` and made `item`."""
+        if s.pace is None:
+            s.due = started + took  # round robin among the unpaced
+            return
+        seconds = s.pace(item) if item is not None else 0.0
+        if seconds > 0:
+            late = started + took - (s.played_from + s.made) if s.played_from is not None else 0.0
+            if late > 0:  # its listener has been waiting for this audio
+                self.stats.underruns += 1
+                self.stats.underrun_seconds += late
+            if s.played_from is None:
+                s.played_from = started + took
+            s.made += seconds
+        if s.played_from is not None:
+            s.due = s.played_from + s.made - PACE_MARGIN - 2 * took
 
     def _finish(self, s: _Stream, outcome: object) -> None:
         if s.gen is not None:
@@ -211,6 +245,7 @@ class StepWorker:
                 self._finish(s, DeadlineExceeded(f"synthesis passed its deadline after {s.steps} steps"))
                 continue
             t0 = time.perf_counter()
+            started = time.monotonic()
             try:
                 if s.gen is None:
                     self.stats.started += 1
@@ -233,6 +268,7 @@ class StepWorker:
                 self.stats.step_seconds += time.perf_counter() - t0
             self.stats.steps += 1
             s.steps += 1
+            self._schedule(s, item, started, time.perf_counter() - t0)
             if item is not None:
                 s.put(item)
                 s.items += 1

@@ -78,3 +78,127 @@ def _wait_until(check, seconds: float = 5.0) -> bool:
     while time.monotonic() < deadline and not check():
         time.sleep(0.01)
     return check()
+
+
+# -- earliest due first: streams that say how long their items play ----------------------------------
+def _playing(name: str, seconds: float, items: int, log: list[str], pause: float = 0.0) -> Iterator[tuple]:
+    import time
+
+    for i in range(1, items + 1):
+        time.sleep(pause)
+        log.append(f"{name}{i}")
+        yield (name, seconds)
+
+
+def _seconds(item: tuple) -> float:
+    return item[1]
+
+
+async def _run_held(worker: StepWorker, streams: list[tuple[str, float, int]], log: list[str],
+                    priorities: dict[str, int] | None = None) -> None:
+    """Submit the streams (name, seconds per item, items) in order while the worker is held, then read all."""
+    import threading
+
+    hold = threading.Event()
+    held = worker.call(hold.wait)
+    readers = []
+    for name, seconds, count in streams:
+        items = worker.stream(lambda n=name, s=seconds, c=count: _playing(n, s, c, log), pace=_seconds,
+                              priority=(priorities or {}).get(name, 0))
+        readers.append(asyncio.ensure_future(_read_all(items)))
+        await asyncio.sleep(0.01)
+    hold.set()
+    await held
+    await asyncio.gather(*readers)
+
+
+async def _read_all(items) -> None:  # noqa: ANN001 - a worker stream
+    async for _ in items:
+        pass
+
+
+async def test_first_items_go_ahead_and_then_whoever_runs_out_first() -> None:
+    """Every first item before anyone's second; then by when each stream's audio runs out (a's items
+    play 10 s, b's 25 s, c's 40 s), not by turns."""
+    worker = StepWorker("pace")
+    log: list[str] = []
+    try:
+        await _run_held(worker, [("a", 10.0, 3), ("b", 25.0, 2), ("c", 40.0, 2)], log)
+    finally:
+        await asyncio.to_thread(worker.close)
+    assert log == ["a1", "b1", "c1", "a2", "a3", "b2", "c2"]
+    assert worker.stats.underruns == 0
+
+
+async def test_a_newcomer_goes_ahead_of_streams_whose_audio_lasts() -> None:
+    """c arrives while a makes its second item: its first item comes before b's second and a's third (their
+    audio lasts), where taking turns would have put it behind b."""
+    import threading
+
+    worker = StepWorker("pace")
+    log: list[str] = []
+    loop = asyncio.get_running_loop()
+    readers: list[asyncio.Future] = []
+
+    def arrive() -> None:
+        readers.append(asyncio.ensure_future(_read_all(worker.stream(lambda: _playing("c", 10.0, 1, log),
+                                                                     pace=_seconds))))
+
+    submitted = threading.Event()
+
+    def a_steps() -> Iterator[tuple]:
+        for i in (1, 2, 3):
+            if i == 2:  # on the worker thread, mid-step: c is submitted now
+                loop.call_soon_threadsafe(lambda: (arrive(), submitted.set()))
+                submitted.wait(10)
+            log.append(f"a{i}")
+            yield ("a", 10.0)
+
+    try:
+        hold = threading.Event()
+        held = worker.call(hold.wait)
+        readers.append(asyncio.ensure_future(_read_all(worker.stream(a_steps, pace=_seconds))))
+        readers.append(asyncio.ensure_future(_read_all(worker.stream(lambda: _playing("b", 30.0, 2, log),
+                                                                     pace=_seconds))))
+        await asyncio.sleep(0.01)
+        hold.set()
+        await held
+        while len(readers) < 3:
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*readers)
+    finally:
+        await asyncio.to_thread(worker.close)
+    assert log == ["a1", "b1", "a2", "c1", "a3", "b2"]
+
+
+async def test_a_stream_about_to_run_out_goes_ahead_of_newcomers() -> None:
+    """a's items play 10 ms: it is due again at once and is not starved by the streams queued after it."""
+    worker = StepWorker("pace")
+    log: list[str] = []
+    try:
+        await _run_held(worker, [("a", 0.01, 3), ("b", 10.0, 1), ("c", 10.0, 1)], log)
+    finally:
+        await asyncio.to_thread(worker.close)
+    assert log == ["a1", "a2", "a3", "b1", "c1"]
+
+
+async def test_bulk_stays_behind_interactive_whatever_is_due() -> None:
+    """Priority first: a bulk stream queued first and about to run out still waits for interactive ones."""
+    worker = StepWorker("pace")
+    log: list[str] = []
+    try:
+        await _run_held(worker, [("bulk", 0.01, 2), ("a", 10.0, 2), ("b", 10.0, 1)], log, {"bulk": 10})
+    finally:
+        await asyncio.to_thread(worker.close)
+    assert log == ["a1", "b1", "a2", "bulk1", "bulk2"]
+
+
+async def test_audio_made_after_the_previous_ran_out_is_counted() -> None:
+    worker = StepWorker("late")
+    log: list[str] = []
+    try:
+        items = worker.stream(lambda: _playing("late", 0.01, 3, log, pause=0.05), pace=_seconds)
+        await _read_all(items)
+    finally:
+        await asyncio.to_thread(worker.close)
+    assert worker.stats.underruns == 2 and 0.06 < worker.stats.underrun_seconds < 1.0
