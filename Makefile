@@ -28,13 +28,19 @@ $(MAKIMA)/node_modules/.installed: $(MAKIMA)/package-lock.json
 	npm ci --prefix $(MAKIMA) --no-audit --no-fund --loglevel=error
 	touch $@
 
+# OpenAI's Node SDK, run unchanged by tests/voices/test_openai_workflow.py (npm registry only).
+NODE_SDK := tests/voices/node
+$(NODE_SDK)/node_modules/.installed: $(NODE_SDK)/package-lock.json
+	npm ci --prefix $(NODE_SDK) --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Install without serving, e.g. `make install EXTRAS=qwen` before `.venv/bin/speech-gateway random-model`.
 install: $(VENV)/.serve-installed$(EXTRAS)
 
 serve: $(VENV)/.serve-installed$(EXTRAS)
 	$(BIN)/speech-gateway serve --host $(HOST) --port $(PORT) $(ARGS)
 
-test: $(VENV)/.test-installed $(MAKIMA)/node_modules/.installed
+test: $(VENV)/.test-installed $(MAKIMA)/node_modules/.installed $(NODE_SDK)/node_modules/.installed
 	$(BIN)/ruff check app engine tests bench
 	$(BIN)/python -m pytest -q
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
@@ -19,7 +20,7 @@ from app.ops.openapi import docs_ui
 from app.ops.origins import cors_origins, origin_guard
 from app.ops.playground import playground_assets, playground_page
 from app.ops.request_id import request_id_middleware
-from app.ops.routes import healthz, list_models, readyz, retrieve_model
+from app.ops.routes import healthz, list_audio_models, list_models, readyz, retrieve_model
 from app.ops.strict_body import strict_json_body
 from app.settings import Settings, load_settings
 from app.sockets.routes import speak_demo, speak_socket, speech_stream_socket
@@ -30,7 +31,9 @@ from app.wiring.asr import build_transcriber
 from app.wiring.engines import build_engines
 from app.wiring.protocols import protocol_routes
 from app.wyoming.server import WyomingServer
+from engine.consent_store import consent_store
 from engine.service import SpeechService
+from engine.voice_store import CONSENTS_DIR
 
 log = logging.getLogger("app")
 
@@ -71,8 +74,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics.bind(None)
             await service.close()
 
-    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, retrieve_model, *VOICE_ROUTES,
-                                     *TRANSCRIPTION_ROUTES],
+    v1 = Router("/", route_handlers=[create_speech, create_speech_batch, list_models, retrieve_model,
+                                     list_audio_models, *VOICE_ROUTES, *TRANSCRIPTION_ROUTES],
                 guards=[require_api_key])
     docs_plugin, docs_assets = docs_ui()
     keyed = bool(settings.all_api_keys())
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,  # configure_logging owns the root logger; Litestar's default would replace it
     )
     app.state.settings = settings
+    consent_store(Path(settings.voices_dir) / CONSENTS_DIR)  # cleans what a crash left, before this process writes
     app.state.metrics = metrics
     app.state.api_keys = settings.all_api_keys()
     return app

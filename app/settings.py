@@ -81,6 +81,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     body_timeout: float = 60.0
     max_connections: int = 1000
     max_voices: int = 200
+    require_consent: bool = False
+    public_listings: bool = False
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()  # names browsers may call a keyless server by (DNS rebinding guard)
     # Wyoming (Home Assistant): off unless a port is given
@@ -175,7 +177,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("header_timeout", "--header-timeout", "seconds a connection may take to send complete request headers", float),
     Option("body_timeout", "--body-timeout", "seconds a request may take to send its whole body (408 after)", float),
     Option("max_connections", "--max-connections", "open connections (HTTP and WebSocket) before new requests get 503", int),
-    Option("max_voices", "--max-voices", "user voices the voices folder may hold; creating more is refused", int),
+    Option("max_voices", "--max-voices", "user voices the voices folder may hold; creating more is refused (consent recordings: as many again)", int),
+    Option("require_consent", "--require-consent", "every voice cloned from audio must name a consent recording (OpenAI's rule); inline ref_audio clones are refused", bool),
+    Option("public_listings", "--public-listings", "with API keys set, GET /v1/audio/voices and /v1/audio/models answer without a key (Open WebUI lists them keyless)", bool),
     Option("cors_origins", "--cors-origin", "origin allowed to call the API from a browser (repeat; * for any). Default: any origin when API keys are set, none otherwise", str, True),
     Option("allowed_hosts", "--allowed-host", "without API keys: a host name browsers may call this server by besides localhost, IP addresses and --host (repeat; env: comma-separated); others get 421 (DNS rebinding)", str, True),
     Option("wyoming_port", "--wyoming-port", "serve the Wyoming protocol (Home Assistant TTS) on this TCP port too (default: off)", int),

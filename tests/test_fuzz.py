@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +29,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.ops.openapi_export import DEFAULT_PATH
+from engine.base import SAMPLE_RATE
+from engine.voice_store import encode_wav
 from tests.asr_model import tiny_en
 from tests.server import ROOT, Server, start_server
 
@@ -38,7 +41,7 @@ FUZZ_SEED = os.environ.get("FUZZ_SEED", "")
 SPOKEN_CHARS = 120
 # The document cannot enumerate models and voices (names are open-ended), so random strings would
 # almost always stop at 400 unknown model / 404 unknown voice: mix in names this server knows.
-MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "hibari")
+MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15", "tts-1-hd-1106", "hibari")
 VOICES = ("alloy", "nova", "heart", "hibari-heart", {"id": "alloy"})
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance, negative_data_rejection]
@@ -67,10 +70,26 @@ def _speakable_item(body: object) -> st.SearchStrategy:
     return st.one_of(known, st.just(body))
 
 
+# A consent recording (POST /v1/audio/voice_consents) is 3-30 s of sound: random bytes never are, so a
+# valid WAV is mixed in, and the stored consent's answer is checked too. Only where every field already
+# has its documented type: a form sends `false` as the text "false", which is a valid name or language,
+# so a negative case would become a valid request with the recording replaced.
+RECORDING = encode_wav((0.3 * np.sin(np.arange(int(3.5 * SAMPLE_RATE)) / 9)).astype(np.float32))
+
+
+def _recordable(body: dict) -> st.SearchStrategy:
+    if not (isinstance(body.get("recording"), bytes | str) and isinstance(body.get("name"), str)
+            and isinstance(body.get("language"), str)):
+        return st.just(body)
+    return st.one_of(st.just({**body, "recording": RECORDING}), st.just(body))
+
+
 @schema.hook("flatmap_body")
 def _speakable(context: schemathesis.HookContext, body: object) -> st.SearchStrategy:
     if isinstance(body, dict) and isinstance(body.get("items"), list):  # the batch endpoint
         return st.tuples(*map(_speakable_item, body["items"])).map(lambda items: {**body, "items": list(items)})
+    if isinstance(body, dict) and "recording" in body:
+        return _recordable(body)
     return _speakable_item(body)
 
 

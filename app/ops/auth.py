@@ -26,10 +26,21 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Litestar guard; a no-op when no keys are configured."""
+PUBLIC_LISTING = "public_listing"
+"""A route's `opt` key: the route is a listing that `--public-listings` opens to callers without a key."""
+
+
+def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Litestar guard; a no-op when no keys are configured.
+
+    With `--public-listings`, the routes marked `opt={PUBLIC_LISTING: True}` (the voice and model
+    lists) answer without a key: Open WebUI reads them with no Authorization header, and would
+    otherwise show only its six built-in voice names. They reveal names, never audio or samples.
+    """
     keys: tuple[str, ...] = connection.app.state.api_keys
     if not keys:
+        return
+    if handler.opt.get(PUBLIC_LISTING) and connection.app.state.settings.public_listings:
         return
     if not key_matches(bearer_token(connection.headers.get("authorization")), keys):
         raise NotAuthorizedException(

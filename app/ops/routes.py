@@ -7,8 +7,9 @@ import time
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
+from app.ops.auth import PUBLIC_LISTING
 from app.ops.openapi import error_responses
-from app.speech.protocol import ENGINE_MODELS, OPENAI_MODELS, ModelCard, ModelList
+from app.speech.protocol import ENGINE_MODELS, OPENAI_MODELS, AudioModelList, ModelCard, ModelList, is_openai_model
 from engine.errors import InvalidRequest
 from engine.service import SpeechService
 
@@ -43,9 +44,12 @@ class ModelNotFound(InvalidRequest):
     code = "model_not_found"  # OpenAI's code for an unknown model
 
 
+def _card(model_id: str) -> ModelCard:
+    return ModelCard(id=model_id, created=_STARTED, owned_by="qwen-speech-gateway")
+
+
 def _models(service: SpeechService) -> list[ModelCard]:
-    ids = [*OPENAI_MODELS, *(m for m, e in ENGINE_MODELS.items() if e in service.engines)]
-    return [ModelCard(id=m, created=_STARTED, owned_by="qwen-speech-gateway") for m in ids]
+    return [_card(m) for m in [*OPENAI_MODELS, *(m for m, e in ENGINE_MODELS.items() if e in service.engines)]]
 
 
 @get("/v1/models", summary="List models", responses=error_responses(401))
@@ -53,11 +57,22 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=_models(request.app.state.service))
 
 
+@get("/v1/audio/models", summary="List speech models (Open WebUI's listing)", responses=error_responses(401),
+     description="The models of `GET /v1/models`, under `data` and again under `models` (what Open WebUI "
+                 "reads). Readable without a key when the server runs with `--public-listings`.",
+     opt={PUBLIC_LISTING: True})
+async def list_audio_models(request: Request) -> AudioModelList:
+    models = _models(request.app.state.service)
+    return AudioModelList(data=models, models=models)
+
+
 @get("/v1/models/{model_id:str}", summary="Retrieve a model", responses=error_responses(401, 404))
 async def retrieve_model(request: Request, model_id: str) -> ModelCard:
     """One model of the list (the SDKs' `models.retrieve`); 404 with OpenAI's error body otherwise."""
     models = _models(request.app.state.service)
     card = next((m for m in models if m.id == model_id), None)
+    if card is None and is_openai_model(model_id):  # a snapshot id the list leaves out (a dated one)
+        card = _card(model_id)
     if card is None:
         raise ModelNotFound(f"The model {model_id!r} does not exist here; available: "
                             f"{', '.join(m.id for m in models)}", param="model")

@@ -3,6 +3,7 @@ way in, serialised on the way out. The other families keep theirs in their own `
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -14,9 +15,17 @@ ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "ulaw", "al
 # default body limit): about 7 MB of audio, plenty for 30 s even as uncompressed 48 kHz stereo WAV.
 MAX_INLINE_AUDIO_CHARS = 9_900_000
 
-# Model ids a client may send: OpenAI's (served by the primary engine) and each engine's own.
-OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# Model ids a client may send: OpenAI's (served by the primary engine) and each engine's own. GET /v1/models
+# lists OpenAI's ids as its SDKs and docs name them; `is_openai_model` also accepts any dated
+# `gpt-4o-mini-tts-YYYY-MM-DD`: clients pin snapshots, and OpenAI keeps adding them.
+OPENAI_MODELS = ("tts-1", "tts-1-hd", "tts-1-1106", "tts-1-hd-1106", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
 ENGINE_MODELS = {"hibari": "embedded", "qwen3-tts": "qwen"}
+_OPENAI_MODEL = re.compile(r"^(?:tts-1(?:-hd)?(?:-1106)?|gpt-4o-mini-tts(?:-\d{4}-\d{2}-\d{2})?)$")
+
+
+def is_openai_model(model: str) -> bool:
+    """One of OpenAI's speech model ids (lowercase, trimmed), a snapshot of one included."""
+    return _OPENAI_MODEL.match(model) is not None
 
 
 class VoiceId(msgspec.Struct):
@@ -28,8 +37,9 @@ class VoiceId(msgspec.Struct):
 class SpeechRequest(msgspec.Struct, kw_only=True):
     """POST /v1/audio/speech. Unknown fields are accepted and ignored, as OpenAI-compatible servers do."""
 
-    model: Annotated[str, Meta(min_length=1, max_length=256, description="tts-1, tts-1-hd, gpt-4o-mini-tts, "
-                                                                         "hibari or qwen3-tts")]
+    model: Annotated[str, Meta(min_length=1, max_length=256, description=(
+        "tts-1, tts-1-hd, gpt-4o-mini-tts (and their snapshots: tts-1-1106, tts-1-hd-1106, "
+        "gpt-4o-mini-tts-YYYY-MM-DD), hibari or qwen3-tts"))]
     input: Annotated[str, Meta(min_length=1, max_length=4096, description="Text to speak")]
     voice: Annotated[str, Meta(min_length=1, max_length=256)] | VoiceId
     instructions: Annotated[str, Meta(max_length=4096, description="Style control, e.g. 'speak slowly'")] | None = None
@@ -122,4 +132,13 @@ class ModelCard(msgspec.Struct):
 
 class ModelList(msgspec.Struct):
     data: list[ModelCard]
+    object: str = "list"
+
+
+class AudioModelList(msgspec.Struct):
+    """GET /v1/audio/models: OpenAI's list shape for the SDKs, and the same cards under `models` for
+    Open WebUI (its OpenAI TTS engine reads `models: [{id}]` from this route)."""
+
+    data: list[ModelCard]
+    models: list[ModelCard]
     object: str = "list"

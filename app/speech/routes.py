@@ -23,7 +23,8 @@ from engine.service import SpeechService
 )
 async def create_speech(request: Request, data: SpeechRequest) -> ClosingStream:
     service: SpeechService = request.app.state.service
-    params = await speech_params(data, request_id_of(request.scope), service)
+    params = await speech_params(data, request_id_of(request.scope), service,
+                                 require_consent=request.app.state.settings.require_consent)
     rate = sample_rate_of(data)
     stream, encoder = await open_with_encoder(service, params, data.response_format, rate)
     headers = {"X-Voice": stream.voice.id, "Cache-Control": "no-cache"}

@@ -17,7 +17,7 @@ import numpy as np
 
 from app.audio.encoding import AudioEncoder, encode_stream, make_encoder, output_rate
 from app.ops.errors import error_body, speech_error_body
-from app.speech.protocol import ENGINE_MODELS, OPENAI_MODELS, SpeechRequest, Usage
+from app.speech.protocol import ENGINE_MODELS, OPENAI_MODELS, SpeechRequest, Usage, is_openai_model
 from app.voices.serving import inline_voice
 from engine.base import Priority, SamplingParams, Voice
 from engine.errors import InvalidRequest, SpeechError
@@ -33,7 +33,7 @@ def model_engine(model: str, engines: set[str], any_engine: tuple[str, ...] = ()
     """The engine a `model` id asks for (None: whichever engine the voice belongs to, as for OpenAI's
     names and a protocol's own `any_engine` names)."""
     key = model.strip().lower()
-    if key in OPENAI_MODELS or key in any_engine:
+    if is_openai_model(key) or key in any_engine:
         return None
     engine = ENGINE_MODELS.get(key) or ("qwen" if key.startswith(("qwen3-tts", "qwen/qwen3-tts")) else None)
     if engine is None:
@@ -84,8 +84,10 @@ def to_params(data: SpeechRequest, request_id: str, engines: set[str], inline: V
     )
 
 
-async def speech_params(data: SpeechRequest, request_id: str, service: SpeechService) -> SpeechParams:
-    """`to_params`, with the one-off clone voice when the request carries `ref_audio` (then `voice` is ignored)."""
+async def speech_params(data: SpeechRequest, request_id: str, service: SpeechService, *,
+                        require_consent: bool = False) -> SpeechParams:
+    """`to_params`, with the one-off clone voice when the request carries `ref_audio` (then `voice` is ignored).
+    `require_consent`: `--require-consent`, which refuses raw audio there (see `inline_voice`)."""
     sample_rate_of(data)  # a bad rate is refused before a clone is made
     if data.timestamps_param and data.stream_format != "sse":
         raise InvalidRequest("word timestamps travel as speech.timestamps.delta events: ask for stream_format "
@@ -97,7 +99,7 @@ async def speech_params(data: SpeechRequest, request_id: str, service: SpeechSer
         raise InvalidRequest(f"ref_audio needs a Qwen3 model; model {data.model!r} cannot clone", param="model")
     x_vector_only = bool(data.x_vector_only or data.x_vector_only_mode)
     voice = await inline_voice(service, data.ref_audio, data.ref_text, x_vector_only,
-                               normalize_language(data.language))
+                               normalize_language(data.language), require_consent=require_consent)
     return replace(to_params(data, request_id, set(service.engines), inline=voice), engine=voice.engine)
 
 

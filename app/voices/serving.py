@@ -1,15 +1,18 @@
 """Serving logic of /v1/audio/voices: create (upload or design), look up, sample, delete.
 
-Upload (multipart with `audio_sample`): name rules → the clip through `engine.audio_import` (any
-container, mono 24 kHz, trimmed, loudness-normalised, 3-30 s) → `save_voice` (atomic: the voice
-appears whole or not at all) → answer. The clone prompt is then computed in the background if the
-Base model is already loaded (a speech request arriving meanwhile joins that computation), else on
-first use; either way it lands in the disk cache and survives restarts.
+Upload (multipart with `audio_sample`): name rules, the `consent` id checked → a place under
+`--max-voices` held (`held_place`) → the clip through `engine.audio_import` (any container, mono
+24 kHz, trimmed, loudness-normalised, 3-30 s) → what the clone is made from (`clone_reference`:
+in context with a transcript, else x-vector only) → `save_voice` (atomic: the voice appears whole
+or not at all) → answer. The clone prompt is then computed in the background if the Base model is
+already loaded (a speech request arriving meanwhile joins that computation), else on first use;
+either way it lands in the disk cache and survives restarts.
 
-Design (`description` + `sample_text`, no audio): the VoiceDesign model speaks `sample_text` through
-the ordinary admitted, streamed synthesis path; the clip goes through the same import pipeline; the
-Base model computes its clone prompt before the answer (designing is slow anyway, and the answer
-then means "ready"); the voice is saved as a clone (`source: designed`, description kept).
+Design (`description`, or OpenAI's `prompt`; no audio): the VoiceDesign model speaks `sample_text`
+(default: a neutral text in the voice's language, `engine.neutral_scripts`) through the ordinary
+admitted, streamed synthesis path; the clip goes through the same import pipeline; the Base model
+computes its clone prompt before the answer (designing is slow anyway, and the answer then means
+"ready"); the voice is saved as a clone (`source: designed`, description kept).
 
 Both go through the engine contract only: the running engine's `VoiceMaker` (`engine.base`; the Qwen
 engine has one) saves, prepares and forgets voices. Both need its Base model: without it the request
@@ -28,6 +31,8 @@ import base64
 import binascii
 import logging
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -38,14 +43,25 @@ from litestar.exceptions import ClientException
 
 from app.settings import NO_VOICE_MAKER
 from app.voices.protocol import MAX_AUDIO_BYTES, CreateVoiceRequest, VoiceCard, VoiceDeleted
-from engine import limits
+from engine import limits, quota
 from engine.audio_import import MAX_SECONDS, ImportedAudio, import_reference
 from engine.base import SAMPLE_RATE, Voice, VoiceMaker, voice_maker
+from engine.consent_store import consent_store
 from engine.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge, VoiceNotFound
 from engine.languages import normalize_language
+from engine.neutral_scripts import neutral_script, written_language
 from engine.service import SpeechParams, SpeechService
 from engine.voice_names import check_voice_name, voice_id_for
-from engine.voice_store import VoiceManifest, delete_voice, encode_wav, read_reference, save_voice
+from engine.voice_store import (
+    CONSENTS_DIR,
+    VoiceManifest,
+    count_voices,
+    delete_voice,
+    encode_wav,
+    is_voice_folder,
+    read_reference,
+    save_voice,
+)
 
 log = logging.getLogger("app.voices")
 
@@ -67,7 +83,7 @@ def _user_folder(maker: VoiceMaker | None, voice_id: str) -> Path | None:
     if user_dir is None or not _VOICE_ID.match(voice_id):
         return None
     folder = user_dir / voice_id
-    return folder if folder.is_dir() else None
+    return folder if is_voice_folder(folder) else None
 
 
 def voice_card(v: Voice, maker: VoiceMaker | None = None) -> VoiceCard:
@@ -79,6 +95,8 @@ def voice_card(v: Voice, maker: VoiceMaker | None = None) -> VoiceCard:
         type=("prompt" if v.source == "designed" else "audio_sample") if stored and v.kind == "clone" else None,
         prompt=v.description if v.source == "designed" else None,
         ref_text=v.ref_text if v.kind == "clone" else None, x_vector_only=v.x_vector_only,
+        ref_text_source=v.ref_text_source if v.kind == "clone" and v.ref_text else None,
+        clone_mode=("x_vector" if v.x_vector_only else "in_context") if v.kind == "clone" else None,
         deletable=_user_folder(maker, v.id) is not None,
         sample_url=f"/v1/audio/voices/{v.id}/sample" if v.kind == "clone" and v.ref_audio else None,
     )
@@ -143,22 +161,39 @@ async def read_create_request(request: Request) -> tuple[CreateVoiceRequest, byt
         try:
             return msgspec.json.decode(await request.body(), type=CreateVoiceRequest), None
         except msgspec.ValidationError as e:
-            raise _invalid_field(e) from None
+            raise invalid_field(e) from None
         except msgspec.DecodeError as e:
             raise InvalidRequest(f"invalid JSON body: {e}") from None
     if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise InvalidRequest("send multipart/form-data (name + audio_sample file) to clone a voice from audio, or "
-                             "JSON (name + description + sample_text) to design one")
+                             "JSON (name + description) to design one")
+    fields, audio = await read_upload_form(request, "audio_sample", "voice.mp3")
+    # HTML checkboxes send "on"; msgspec reads "true"/"false"/"1"/"0" as booleans.
+    if "x_vector_only" in fields:
+        fields["x_vector_only"] = _FORM_BOOLEANS.get(fields["x_vector_only"].strip().lower(), fields["x_vector_only"])
+    try:
+        return msgspec.convert(fields, CreateVoiceRequest, strict=False), audio
+    except msgspec.ValidationError as e:
+        raise invalid_field(e) from None
+
+
+async def read_upload_form(request: Request, file_field: str, example: str) -> tuple[dict[str, str], bytes | None]:
+    """A multipart (or url-encoded) form's text fields and its audio file `file_field` (at most 10 MiB).
+
+    The route's body limit (`MAX_CREATE_BODY`) caps what is read at all; a field given twice, a text
+    where the file belongs and a file larger than 10 MiB are refused naming the field. An empty text
+    field (a blank form control) counts as not given, except `name`, whose own check says it is empty.
+    """
     try:
         form = await request.form()
     except ClientException as e:
         if e.status_code == 413:
-            raise PayloadTooLarge(f"the request is larger than {MAX_CREATE_BODY // 1024} KiB; the audio sample "
-                                  "may be at most 10 MiB", param="audio_sample") from None
+            raise PayloadTooLarge(f"the request is larger than {MAX_CREATE_BODY // 1024} KiB; {file_field} may be "
+                                  "at most 10 MiB", param=file_field) from None
         raise InvalidRequest(f"malformed form data: {e.detail}") from None
     except UnicodeDecodeError:
-        raise InvalidRequest("a form field is not UTF-8 text: send audio_sample as a file part") from None
-    fields: dict[str, object] = {}
+        raise InvalidRequest(f"a form field is not UTF-8 text: send {file_field} as a file part") from None
+    fields: dict[str, str] = {}
     audio: bytes | None = None
     try:
         for key, values in form.dict().items():
@@ -167,28 +202,24 @@ async def read_create_request(request: Request) -> tuple[CreateVoiceRequest, byt
             value = values[0]
             if isinstance(value, str) and not value.strip() and key != "name":
                 continue  # an empty form control (a blank field, a file input left empty) means "not given"
-            if key == "audio_sample":
+            if key == file_field:
                 if not isinstance(value, UploadFile):
-                    raise InvalidRequest("audio_sample must be a file part (curl: -F audio_sample=@voice.mp3)",
-                                         param="audio_sample")
+                    raise InvalidRequest(f"{file_field} must be a file part (curl: -F {file_field}=@{example})",
+                                         param=file_field)
                 audio = await value.read(MAX_AUDIO_BYTES + 1)
             elif isinstance(value, str):
-                # HTML checkboxes send "on"; msgspec reads "true"/"false"/"1"/"0" as booleans.
-                fields[key] = _FORM_BOOLEANS.get(value.strip().lower(), value) if key == "x_vector_only" else value
+                fields[key] = value
     finally:
         for values in form.dict().values():
             for value in values:
                 if isinstance(value, UploadFile):
                     await value.close()
     if audio is not None and len(audio) > MAX_AUDIO_BYTES:
-        raise PayloadTooLarge("audio_sample is larger than 10 MiB", param="audio_sample")
-    try:
-        return msgspec.convert(fields, CreateVoiceRequest, strict=False), audio
-    except msgspec.ValidationError as e:
-        raise _invalid_field(e) from None
+        raise PayloadTooLarge(f"{file_field} is larger than 10 MiB", param=file_field)
+    return fields, audio
 
 
-def _invalid_field(e: msgspec.ValidationError) -> InvalidRequest:
+def invalid_field(e: msgspec.ValidationError) -> InvalidRequest:
     """msgspec's message ("Expected `str` of length <= 64 - at `$.name`") with `param` set to the field."""
     field = re.search(r"at `\$\.(\w+)`", str(e))
     missing = re.search(r"missing required field `(\w+)`", str(e))
@@ -196,55 +227,127 @@ def _invalid_field(e: msgspec.ValidationError) -> InvalidRequest:
     return InvalidRequest(f"invalid value for {param!r}: {e}" if param else f"invalid request: {e}", param=param)
 
 
-async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: bytes | None,
-                       request_id: str, *, max_voices: int | None = None) -> VoiceCard:
-    """Upload (audio) or design (description), save, and answer the new voice's card."""
+async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: bytes | None, request_id: str, *,
+                       max_voices: int | None = None, require_consent: bool = False) -> VoiceCard:
+    """Upload (audio) or design (description), save, and answer the new voice's card.
+
+    `max_voices`: the folder's limit, a place under it held from the checks to the save (`held_place`).
+    `require_consent`: a clone from audio must name a consent recording (`--require-consent`).
+    """
     description = (data.description or data.prompt or "").strip()
     designing = audio is None and (bool(description) or data.type == "prompt")
     maker = _maker_for(service, design=designing)
-    if max_voices is not None:
-        await _check_room(maker, max_voices)
+    assert maker.user_dir is not None  # checked by _maker_for
     name = check_voice_name(data.name)
-    voice_id = _available_id(service, maker, name)
     language = normalize_language(data.language)
-    if designing:
-        return await _design(service, maker, data, name, voice_id, description, language, request_id)
-    if audio is None:
-        raise InvalidRequest("audio_sample (a file) is required to clone a voice; or send description and "
-                             "sample_text to design one", param="audio_sample")
-    ref_text = (data.ref_text or "").strip() or None
-    if ref_text is None and not data.x_vector_only:
-        raise InvalidRequest("ref_text (the exact transcript of audio_sample) is required unless x_vector_only "
-                             "is true", param="ref_text")
-    clip = await _decode_admitted(service, maker, audio)
-    manifest = VoiceManifest(id=voice_id, name=name, kind="clone", language=language, ref_text=ref_text,
-                             x_vector_only=data.x_vector_only, source="uploaded", consent=data.consent)
-    voice = await _save(maker, manifest, clip.samples)
+    consent = _known_consent(maker.user_dir, data.consent, required=require_consent and not designing)
+    if not designing and audio is None:
+        raise InvalidRequest("audio_sample (a file) is required to clone a voice; or send a description (prompt) "
+                             "to design one", param="audio_sample")
+    refusal = f"this server holds its limit of {max_voices} voices (--max-voices); delete one first"
+    async with held_place(maker.user_dir, max_voices, count_voices, refusal):
+        voice_id = _available_id(service, maker, name)
+        if designing:
+            return await _design(service, maker, data, name, voice_id, description, language, consent, request_id)
+        assert audio is not None
+        clip = await decode_admitted(service, maker.engine_name, audio)
+        ref_text, x_vector_only = await clone_reference(clip, data.ref_text, x_vector_only=data.x_vector_only,
+                                                        language=language, transcriber=clone_transcriber(service))
+        manifest = VoiceManifest(id=voice_id, name=name, kind="clone", language=language, ref_text=ref_text,
+                                 ref_text_source=ref_text_source(data.ref_text, ref_text),
+                                 x_vector_only=x_vector_only, source="uploaded", consent=consent)
+        voice = await _save(maker, manifest, clip.samples)
     maker.prepare_soon(voice)
-    log.info("voice %r uploaded (%.1f s of %s, trimmed from %.1f s)", voice.id, clip.seconds, clip.source_format,
-             clip.original_seconds)
+    log.info("voice %r uploaded (%.1f s of %s, trimmed from %.1f s; %s clone)", voice.id, clip.seconds,
+             clip.source_format, clip.original_seconds, "x-vector" if x_vector_only else "in-context")
     return voice_card(voice, maker)
 
 
-async def _check_room(maker: VoiceMaker, max_voices: int) -> None:
-    """Every voice is listed, scanned and cached by every process: an unbounded folder slows everyone."""
-    assert maker.user_dir is not None  # checked by _maker_for
-    user_dir = maker.user_dir
+Transcribe = Callable[[np.ndarray, str], Awaitable[str | None]]
+"""A speech recognizer as `clone_reference` uses it: (24 kHz samples, language) -> their transcript, or None."""
 
-    def count() -> int:
-        return sum(1 for p in user_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-            if user_dir.is_dir() else 0
 
-    if await asyncio.to_thread(count) >= max_voices:
+def clone_transcriber(service: SpeechService) -> Transcribe | None:
+    """The speech recognizer (--asr-model) as `clone_reference` uses it; None on a server that does not hear."""
+    transcriber = service.transcriber
+    if transcriber is None:
+        return None
+    return lambda samples, language: transcriber.transcript_of(samples, SAMPLE_RATE, language)
+
+
+def ref_text_source(given: str | None, ref_text: str | None) -> str | None:
+    """Where a clone's transcript came from, as its card shows it: "given" by the client, or "transcribed"."""
+    if not ref_text:
+        return None
+    return "given" if (given or "").strip() else "transcribed"
+
+
+async def clone_reference(clip: ImportedAudio, ref_text: str | None, *, x_vector_only: bool, language: str,
+                          transcriber: Transcribe | None = None) -> tuple[str | None, bool]:
+    """What a clone of `clip` is made from: (transcript, x_vector_only). The one place that decides what a
+    sample without a transcript becomes.
+
+    - `x_vector_only` asked for: the speaker embedding alone (the transcript, if any, is kept but unused).
+    - a transcript given: an in-context clone, the clip and its words (the closest likeness).
+    - no transcript (OpenAI's SDK sends only the audio): with a `transcriber` (a speech recognizer), its
+      transcript of the clip makes an in-context clone; without one, or when it hears nothing, an
+      x-vector-only clone, which needs no words (the timbre; less of the accent, rhythm and manner).
+    """
+    text = (ref_text or "").strip() or None
+    if text is None and not x_vector_only and transcriber is not None:
+        text = ((await transcriber(clip.samples, language)) or "").strip() or None
+    return text, x_vector_only or text is None
+
+
+@asynccontextmanager
+async def held_place(folder: Path, limit: int | None, count: Callable[[Path], int], refusal: str
+                     ) -> AsyncIterator[None]:
+    """A place under `folder`'s `limit` (`engine.quota`), held while the body runs: Forbidden with `refusal`
+    when the folder is full. Checked and taken in one step, also across processes sharing the folder,
+    so parallel uploads never pass the limit together."""
+    if limit is None:
+        yield
+        return
+    reserving = asyncio.ensure_future(asyncio.to_thread(quota.reserve, folder, limit, count))
+    try:
+        marker = await asyncio.shield(reserving)
+    except asyncio.CancelledError:  # the place may still be taken after we stop waiting: give it back then
+        reserving.add_done_callback(_give_back)
+        raise
+    if marker is None:
         limits.hit("max_voices")
-        raise Forbidden(f"this server holds its limit of {max_voices} voices (--max-voices); delete one first",
-                        param="name")
+        raise Forbidden(refusal, param="name")
+    try:
+        yield
+    finally:
+        quota.release(marker)
 
 
-async def _decode_admitted(service: SpeechService, maker: VoiceMaker, audio: bytes) -> ImportedAudio:
-    """Decoding costs CPU and memory like a synthesis does, so it waits for (and holds) an admission slot:
-    a flood of uploads queues and meets 429 instead of decoding all at once."""
-    async with await service.admission[maker.engine_name].acquire():
+def _give_back(reserving: asyncio.Future[Path | None]) -> None:
+    if not reserving.cancelled() and reserving.exception() is None and (marker := reserving.result()) is not None:
+        quota.release(marker)
+
+
+def _known_consent(voices_dir: Path, consent_id: str | None, *, required: bool) -> str | None:
+    """`consent_id` when it names a stored consent recording; a 400 naming `consent` when it does not, or
+    when none is given and one is `required`."""
+    consent_id = (consent_id or "").strip() or None
+    if consent_id is None:
+        if required:
+            raise InvalidRequest("this server clones a voice only with a consent recording (--require-consent): "
+                                 "upload one (POST /v1/audio/voice_consents) and send its id as 'consent'",
+                                 param="consent")
+        return None
+    if consent_store(voices_dir / CONSENTS_DIR).get(consent_id) is None:
+        raise InvalidRequest(f"no consent recording with id {consent_id!r} (see GET /v1/audio/voice_consents)",
+                             param="consent")
+    return consent_id
+
+
+async def decode_admitted(service: SpeechService, engine: str, audio: bytes) -> ImportedAudio:
+    """Decoding costs CPU and memory like a synthesis does, so it waits for (and holds) an admission slot
+    of `engine`: a flood of uploads queues and meets 429 instead of decoding all at once."""
+    async with await service.admission[engine].acquire():
         return await asyncio.to_thread(import_reference, audio)
 
 
@@ -268,8 +371,9 @@ def _available_id(service: SpeechService, maker: VoiceMaker, name: str) -> str:
                 raise Conflict(f"a voice named {v.name!r} (id {v.id!r}) exists already; delete it first or choose "
                                "another name", param="name")
             raise InvalidRequest(f"the name {name!r} is reserved: voice {v.id!r} answers to it", param="name")
-    if keys & {"default", *maker.reserved_names}:
-        raise InvalidRequest(f"the name {name!r} is reserved (an OpenAI voice name or a Qwen3 speaker)", param="name")
+    if keys & {"default", CONSENTS_DIR, *maker.reserved_names}:
+        raise InvalidRequest(f"the name {name!r} is reserved (an OpenAI voice name, a Qwen3 speaker, or the "
+                             "consents folder)", param="name")
     if _user_folder(maker, voice_id) is not None:  # a folder the store ignores (damaged): still taken
         raise Conflict(f"the voice id {voice_id!r} is taken by a damaged voice folder; choose another name",
                        param="name")
@@ -290,13 +394,14 @@ async def _save(maker: VoiceMaker, manifest: VoiceManifest, samples: np.ndarray)
 
 
 async def _design(service: SpeechService, maker: VoiceMaker, data: CreateVoiceRequest, name: str, voice_id: str,
-                  description: str, language: str, request_id: str) -> VoiceCard:
-    sample_text = (data.sample_text or data.script_hint or "").strip()
+                  description: str, language: str, consent: str | None, request_id: str) -> VoiceCard:
     if not description:
-        raise InvalidRequest("description (the voice, in words) is required to design a voice", param="description")
-    if not sample_text:
-        raise InvalidRequest("sample_text (what the designed voice says in its reference clip, about 5-20 s of "
-                             "speech) is required to design a voice", param="sample_text")
+        raise InvalidRequest("description (or prompt: the voice, in words) is required to design a voice",
+                             param="description")
+    sample_text = (data.sample_text or data.script_hint or "").strip()
+    if not sample_text:  # OpenAI's script_hint is optional: a neutral text in the voice's language
+        language = written_language(description) if language == "auto" else language
+        sample_text = neutral_script(language)
     rendered = await _render(service, maker, description, sample_text, language, data.seed, request_id)
     try:
         clip = await asyncio.to_thread(import_reference, encode_wav(rendered))
@@ -304,7 +409,7 @@ async def _design(service: SpeechService, maker: VoiceMaker, data: CreateVoiceRe
         raise InvalidRequest(f"the designed sample is unusable as a reference: {e.message}; adjust sample_text",
                              param="sample_text") from None
     manifest = VoiceManifest(id=voice_id, name=name, kind="clone", language=language, ref_text=sample_text,
-                             description=description, source="designed")
+                             description=description, source="designed", consent=consent)
     # Computed before saving, from exactly the samples the saved WAV will give back (same cache key).
     preview = maker.inline(clip.samples, ref_text=sample_text, language=language)
     await maker.prepare(preview, load=True)
@@ -339,8 +444,9 @@ async def _render(service: SpeechService, maker: VoiceMaker, description: str, t
 
 # -- inline cloning on the speech endpoint --------------------------------------------------------
 async def inline_voice(service: SpeechService, ref_audio: str, ref_text: str | None, x_vector_only: bool,
-                       language: str) -> Voice:
-    """An unsaved clone voice from a request's `ref_audio` (base64 bytes or a stored voice's id)."""
+                       language: str, *, require_consent: bool = False) -> Voice:
+    """An unsaved clone voice from a request's `ref_audio` (base64 bytes or a stored voice's id).
+    `require_consent` (`--require-consent`): raw audio is refused, having no consent recording."""
     maker = find_maker(service)
     value = ref_audio.strip()
     if _URL.match(value) and not value.lower().startswith("data:"):
@@ -353,15 +459,21 @@ async def inline_voice(service: SpeechService, ref_audio: str, ref_text: str | N
     if stored is not None and stored.kind == "clone" and stored.ref_audio:
         samples, _ = await asyncio.to_thread(read_reference, stored.ref_audio)
         text = text or stored.ref_text
+    elif require_consent:
+        raise InvalidRequest("this server clones a voice only with a consent recording (--require-consent): "
+                             "create the voice (POST /v1/audio/voices with 'consent') and name it in ref_audio",
+                             param="ref_audio")
     else:
         try:
-            samples = (await _decode_admitted(service, maker, _b64decode(value))).samples
+            samples = (await decode_admitted(service, maker.engine_name, _b64decode(value))).samples
         except InvalidRequest as e:
             raise type(e)(e.message.replace("the audio sample", "ref_audio"), param="ref_audio") from None
-    if text is None and not x_vector_only:
-        raise InvalidRequest("ref_text (the exact transcript of ref_audio) is required unless x_vector_only is true",
-                             param="ref_text")
-    return maker.inline(samples, ref_text=text, x_vector_only=x_vector_only, language=language)
+    if text is None and not x_vector_only and (transcribe := clone_transcriber(service)) is not None:
+        text = ((await transcribe(samples, language)) or "").strip() or None
+        log.info("inline clone: ref_audio came without ref_text; %s", f"transcribed {len(text.split())} words"
+                 if text else "nothing heard in it, an x-vector clone")
+    # No transcript to be had (no recognizer, or nothing heard): the speaker embedding alone, as for uploads.
+    return maker.inline(samples, ref_text=text, x_vector_only=x_vector_only or text is None, language=language)
 
 
 def _b64decode(value: str) -> bytes:

@@ -125,6 +125,8 @@ BAD_REQUESTS = [
     ({"input": "hi", "voice": "alloy"}, 400, "model", openai.BadRequestError),
     ({"model": "tts-1", "input": "hi"}, 400, "voice", openai.BadRequestError),
     ({"model": "whisper-1", "input": "hi", "voice": "alloy"}, 400, "model", openai.BadRequestError),
+    ({"model": "gpt-4o-mini-tts-2025-12", "input": "hi", "voice": "alloy"}, 400, "model", openai.BadRequestError),
+    ({"model": "tts-1-2025-12-15", "input": "hi", "voice": "alloy"}, 400, "model", openai.BadRequestError),
     ({"model": "tts-1", "input": "hi", "voice": "no-such-voice"}, 404, "voice", openai.NotFoundError),
     ({"model": "tts-1", "input": "hi", "voice": {"id": "no-such-voice"}}, 404, "voice", openai.NotFoundError),
     ({"model": "tts-1", "input": "hi", "voice": "alloy", "language": "klingon"}, 400, "language",
@@ -263,6 +265,29 @@ def test_disconnect_stops_engine(server_factory):
     # And the server still serves.
     assert client(server).audio.speech.create(model="tts-1", voice="alloy", input="Still here.",
                                               response_format="pcm").content
+
+
+SDK_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")  # openai.types.audio.SpeechModel
+
+
+def test_every_openai_model_id_means_the_primary_engine(embedded_server):
+    """The SDK's model names, the 1106 snapshots and any dated gpt-4o-mini-tts: all accepted, all listed but the
+    dated ones to come."""
+    from typing import get_args
+
+    from openai.types.audio import SpeechModel
+
+    assert set(get_args(SpeechModel)) <= set(SDK_MODELS)  # the installed SDK names no model we do not list
+    listed = {m.id for m in client(embedded_server).models.list().data}
+    assert {*SDK_MODELS, "tts-1-1106", "tts-1-hd-1106"} <= listed
+    for model in (*SDK_MODELS, "tts-1-1106", "tts-1-hd-1106", "gpt-4o-mini-tts-2026-03-01", " GPT-4o-mini-TTS "):
+        response = client(embedded_server).audio.speech.with_raw_response.create(
+            model=model, voice={"id": "alloy"}, input="Hi.", response_format="pcm")
+        assert response.headers["x-voice"] == "hibari-heart" and len(response.content) > 0, model
+    assert client(embedded_server).models.retrieve("gpt-4o-mini-tts-2026-03-01").id == "gpt-4o-mini-tts-2026-03-01"
+    audio_models = httpx.get(embedded_server.v1 + "/audio/models").json()  # Open WebUI's listing
+    assert audio_models["object"] == "list" and audio_models["models"] == audio_models["data"]
+    assert {m["id"] for m in audio_models["models"]} == listed
 
 
 def test_models_retrieve(embedded_server):

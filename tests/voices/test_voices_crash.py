@@ -1,4 +1,5 @@
-"""Crashes never leave half a voice: SIGKILL mid-upload, mid-save and mid-delete, then a clean restart."""
+"""Crashes never leave half a voice (or half a consent recording): SIGKILL mid-upload, mid-save and
+mid-delete, then a clean restart."""
 
 from __future__ import annotations
 
@@ -22,16 +23,23 @@ from tests.voices.test_voices_api import build_checkpoints, encode, hidden_entri
 CRASH = """
 import os, shutil, signal, sys
 import numpy as np
-from engine.voice_store import VoiceManifest, delete_voice, save_voice
+from pathlib import Path
+from engine.consent_store import ConsentStore
+from engine.quota import reserve
+from engine.voice_store import VoiceManifest, count_voices, delete_voice, save_voice
 
 voices, mode = sys.argv[1], sys.argv[2]
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 tone = (0.3 * np.sin(np.arange(4 * 24000) / 7)).astype(np.float32)
+real_replace = os.replace
 if mode == "save":  # every file written and fsynced; killed just before the rename that publishes it
-    real_replace = os.replace
+    reserve(Path(voices), 10, count_voices)  # and a place under --max-voices held: never given back
     os.replace = lambda src, dst: die() if ".tmp-" in str(src) else real_replace(src, dst)
     save_voice(voices, VoiceManifest(id="half-voice", name="Half", kind="clone", ref_text="Hi."), tone)
+elif mode == "consent":  # a consent recording, killed likewise just before it is published
+    os.replace = lambda src, dst: die() if ".tmp-" in str(src) else real_replace(src, dst)
+    ConsentStore(Path(voices) / "consents").create("Half", "en", tone)
 else:  # renamed out of sight; killed before its files are removed
     save_voice(voices, VoiceManifest(id="doomed", name="Doomed", kind="clone", ref_text="Hi."), tone)
     shutil.rmtree = die
@@ -126,9 +134,12 @@ def test_sigkill_mid_upload_mid_save_and_mid_delete_leave_no_trace(tmp_path: Pat
     # 2. Other writers killed mid-save (just before the publishing rename) and mid-delete (after it).
     _crash_in(voices, "save")
     _crash_in(voices, "delete")
+    _crash_in(voices, "consent")
     left = hidden_entries(voices)
-    # The crashes did leave debris (the gateway's own kill may add a .tmp of its own when it landed mid-save).
-    assert {n.split("-")[0] for n in left} == {".del", ".tmp"}, left
+    # The crashes did leave debris (the gateway's own kill may add a .tmp of its own when it landed mid-save,
+    # as the places it held under --max-voices are left).
+    assert {n.split("-")[0] for n in left} == {".del", ".tmp", ".place"}, left
+    assert [p.name.split("-")[0] for p in (voices / "consents").iterdir()] == [".tmp"]
 
     # 3. The restart cleans the debris; nothing half-made is visible, the deleted voice stays deleted.
     server = server_factory(*args)
