@@ -53,7 +53,7 @@ def add_voices_parser(sub: Any) -> None:
     p.add_argument("--text", dest="ref_text", help="exactly what the recording says")
     p.add_argument("--language", default=None)
     p.add_argument("--x-vector-only", action="store_true", help="use only the speaker embedding (no --text)")
-    p.add_argument("--consent", help="the speaker's consent reference, kept with the voice")
+    p.add_argument("--consent", help="a consent recording's id (POST /v1/audio/voice_consents), kept with the voice")
     p.set_defaults(func=partial(run, voices_add))
 
     p = actions.add_parser("design", help="design a voice from a description (server with a VoiceDesign model)")

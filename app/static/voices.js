@@ -153,8 +153,9 @@ export class VoicesTab {
     // Checkboxes are sent as explicit booleans: an unchecked box would otherwise be absent.
     if (kind === "clone") {
       data.set("x_vector_only", String($("clone-xvec").checked));
-      // The API keeps `consent` as a reference to the speaker's agreement; the box is that agreement.
-      data.set("consent", "confirmed in the playground");
+      // The box is the speaker's agreement, asked for here; the API's `consent` names a stored consent
+      // recording (POST /v1/audio/voice_consents), which the playground does not make.
+      data.delete("consent");
     }
     const submit = form.querySelector('button[type="submit"]');
     submit.disabled = true;

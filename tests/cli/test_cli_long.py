@@ -174,8 +174,10 @@ def test_voices_add_list_rm_through_a_qwen_server(tmp_path, tmp_path_factory):
     try:
         clip = tmp_path / "bob.wav"
         clip.write_bytes(wav_clip())
+        consent = httpx.post(f"{server.v1}/audio/voice_consents", data={"name": "Bob", "language": "en"},
+                             files={"recording": ("c.wav", clip.read_bytes())}, timeout=60).json()["id"]
         add = ["voices", "add", "Bob Cli", str(clip), "--text", "Hello, this is Bob speaking.", "--language",
-               "english", "--consent", "consent-rec-1", "--server", server.url]
+               "english", "--consent", consent, "--server", server.url]
         added = cli(*add)
         assert added.returncode == 0, added.stderr
         assert added.stdout.strip() == "added bob-cli (Bob Cli)"
