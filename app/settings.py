@@ -172,7 +172,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),
     Option("ws_speak_lead", "--ws-speak-lead", "seconds of audio /api/v1/speak sends ahead of real-time playback, so a cancel stops it within that (0: no pacing)", float),
-    Option("ws_compression", "--ws-compression", "compress WebSocket messages (permessage-deflate): about 40% fewer bytes of base64 audio, at about 1.8 ms of server CPU per second of audio per socket (off: CPU is what many listeners cost)", bool),
+    Option("ws_compression", "--ws-compression", "compress WebSocket messages (permessage-deflate): about 40 percent fewer bytes of base64 audio, at about 1.8 ms of server CPU per second of audio per socket (off: CPU is what many listeners cost)", bool),
     Option("send_timeout", "--send-timeout", "seconds a response, WebSocket or Wyoming send may make no progress (client not reading) before the connection is aborted and its slot freed", float),
     Option("header_timeout", "--header-timeout", "seconds a connection may take to send complete request headers", float),
     Option("body_timeout", "--body-timeout", "seconds a request may take to send its whole body (408 after)", float),
