@@ -210,7 +210,8 @@ async def upload_voice(request: Request, service: SpeechService, request_id: str
         raise PayloadTooLarge("the audio file is larger than 10 MiB", param="file")
     name = fields.get("name") or voice_stem(filename)
     try:
-        data = msgspec.convert({**fields, "name": name, "x_vector_only": "ref_text" not in fields}, CreateVoiceRequest)
+        # Without ref_text the gateway transcribes the sample when it can (--asr-model), else an x-vector clone.
+        data = msgspec.convert({**fields, "name": name}, CreateVoiceRequest)
     except msgspec.ValidationError as e:
         raise InvalidRequest(f"invalid upload: {e}") from None
     card = await create_voice(service, data, audio, request_id, max_voices=request.app.state.settings.max_voices)

@@ -68,8 +68,9 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
         "Clone a voice for this request only: base64 audio bytes (wav, mp3, ogg/opus, flac, m4a, webm; a "
         "`data:audio/...;base64,` URL is fine) or the id of a stored clone voice. Never fetched: URLs are "
         "refused. 3-30 s of speech after trimming; ~7 MB at most. `voice` is then ignored."))] | None = None
-    ref_text: Annotated[str, Meta(max_length=2000, description="Exact transcript of ref_audio (required "
-                                                                "unless x_vector_only)")] | None = None
+    ref_text: Annotated[str, Meta(max_length=2000, description=(
+        "Exact transcript of ref_audio. Without it the speech recognizer (--asr-model) transcribes ref_audio, "
+        "or, on a server without one, the clone is x-vector only"))] | None = None
     x_vector_only: bool | None = None
     x_vector_only_mode: bool | None = None  # vLLM-Omni's name for x_vector_only
     # -- word timestamps (see docs/timestamps.md) ----------------------------------------------
