@@ -235,3 +235,38 @@ def test_the_document_describes_both_routes():
         assert {"200", "400", "401", "413", "429", "503"} <= set(op["responses"])
         assert {"application/json", "text/plain; charset=utf-8"} <= set(op["responses"]["200"]["content"])
     assert "text/event-stream" in doc["paths"]["/v1/audio/transcriptions"]["post"]["responses"]["200"]["content"]
+
+
+def test_without_faster_whisper_installed_the_gateway_still_starts_and_speaks(tmp_path):
+    """--asr-model on a gateway installed without the `asr` extra: a warning at start, speech as usual, and
+    transcriptions answer 503 saying what to install."""
+    import subprocess
+    import sys
+
+    from tests.cli.test_cli import _WITHOUT
+    from tests.server import ROOT, Server, free_port
+
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _WITHOUT, "faster_whisper,ctranslate2", "serve", "--port",
+                                 str(port), "--voices-dir", str(tmp_path / "voices"), "--asr-model", "small.en"],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(port, proc, log_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.alive() and time.monotonic() < deadline, server.log()[-3000:]
+            try:
+                if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        speech = speak(server, "Still speaking.")
+        r = httpx.post(server.v1 + "/audio/transcriptions", files={"file": ("a.mp3", speech)},
+                       data={"model": "whisper-1"}, timeout=30)
+        assert r.status_code == 503 and "qwen-speech-gateway[asr]" in r.json()["error"]["message"], r.text
+        assert "speech recognizer unavailable" in server.log() and "Traceback" not in server.log()
+    finally:
+        server.stop()
