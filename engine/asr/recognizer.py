@@ -170,10 +170,10 @@ class Recognizer:
 
     def transcribe(self, audio: np.ndarray, sample_rate: int, *, language: str | None = None,
                    task: str = "transcribe", prompt: str | None = None, temperature: float = 0.0,
-                   word_timestamps: bool = False) -> Transcript:
+                   word_timestamps: bool = False, beam_size: int | None = None) -> Transcript:
         """The whole audio at once."""
         run = self.recognize(audio, sample_rate, language=language, task=task, prompt=prompt,
-                             temperature=temperature, word_timestamps=word_timestamps)
+                             temperature=temperature, word_timestamps=word_timestamps, beam_size=beam_size)
         done = list(run.segments)
         return Transcript(text="".join(s.text for s in done).strip(), language=run.language,
                           duration=run.duration, segments=done)
@@ -187,9 +187,10 @@ class Recognizer:
 
     def recognize(self, audio: np.ndarray, sample_rate: int, *, language: str | None = None,
                   task: str = "transcribe", prompt: str | None = None, temperature: float = 0.0,
-                  word_timestamps: bool = False) -> Recognition:
+                  word_timestamps: bool = False, beam_size: int | None = None) -> Recognition:
         """Checks the arguments, loads the model, finds the language (decoding the first 30 s when none is
-        given), and returns the segments still to decode, lazily. `InvalidRequest` for a bad argument."""
+        given), and returns the segments still to decode, lazily. `InvalidRequest` for a bad argument.
+        `beam_size` overrides the configured one (1, greedy, where only the words' times matter)."""
         if task not in TASKS:
             raise InvalidRequest(f"unknown task {task!r}: transcribe or translate", param="task")
         model = self.load()
@@ -205,7 +206,7 @@ class Recognizer:
         temperatures = _FALLBACK_TEMPERATURES if temperature <= 0 else (temperature,)
         raw, info = model.transcribe(
             samples, language=language, task=task, initial_prompt=prompt or None, temperature=list(temperatures),
-            beam_size=self.config.beam_size, word_timestamps=word_timestamps, vad_filter=False)
+            beam_size=beam_size or self.config.beam_size, word_timestamps=word_timestamps, vad_filter=False)
         levels = energy_db(samples, SAMPLE_RATE) if word_timestamps else None
 
         def convert() -> Iterator[Segment]:

@@ -152,8 +152,8 @@ class TranscriptionService:
 
     async def open(self, audio: np.ndarray | AudioLoader, sample_rate: int = 0, *,
                    priority: Priority = Priority.INTERACTIVE, language: str | None = None, task: str = "transcribe",
-                   prompt: str | None = None, temperature: float = 0.0, word_timestamps: bool = False
-                   ) -> TranscriptStream:
+                   prompt: str | None = None, temperature: float = 0.0, word_timestamps: bool = False,
+                   beam_size: int | None = None) -> TranscriptStream:
         """Admit and start a transcription: the model is loaded, the arguments checked and the first segment
         decoded before this returns, so a caller can still answer with an error status (400, 429, 503).
 
@@ -162,7 +162,7 @@ class TranscriptionService:
         requested_at = time.monotonic()
         load: AudioLoader = audio if callable(audio) else (lambda: (audio, sample_rate))  # type: ignore[assignment]
         options = {"language": language, "task": task, "prompt": prompt, "temperature": temperature,
-                   "word_timestamps": word_timestamps}
+                   "word_timestamps": word_timestamps, "beam_size": beam_size}
         try:
             slot = await self.admission.acquire(priority)
         except BaseException as e:
