@@ -202,6 +202,21 @@ def test_without_a_recognizer_the_answer_is_503_naming_the_flag(embedded_server:
         assert e.value.status_code == 503 and "--asr-model" in e.value.body["message"]
 
 
+def test_models_and_readiness_show_the_recognizer_only_when_there_is_one(asr_server: Server,
+                                                                           embedded_server: Server):
+    for server, listed in ((asr_server, True), (embedded_server, False)):
+        client = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
+        ids = {m.id for m in client.models.list()}
+        assert "tts-1" in ids and ("whisper-1" in ids) is listed and ("gpt-4o-transcribe" in ids) is listed
+        if listed:
+            assert client.models.retrieve("whisper-1").id == "whisper-1"
+        ready = httpx.get(server.url + "/readyz").json()
+        assert ("recognizer" in ready) is listed
+    recognizer = httpx.get(asr_server.url + "/readyz").json()["recognizer"]
+    assert recognizer["model"] == str(tiny_en())
+    assert recognizer["device"] == "cpu" and isinstance(recognizer["loaded"], bool)
+
+
 def test_the_cli_transcribes_on_a_server(asr_server: Server, speech: bytes, tmp_path):
     import subprocess
     import sys
