@@ -197,7 +197,7 @@ async def upload_voice(request: Request, service: SpeechService, request_id: str
         for key, value in form.multi_items():
             if key == "file" and isinstance(value, UploadFile):
                 audio, filename = await value.read(MAX_AUDIO_BYTES + 1), value.filename or ""
-            elif key in ("name", "ref_text", "language") and isinstance(value, str) and value.strip():
+            elif key in ("name", "ref_text", "language", "consent") and isinstance(value, str) and value.strip():
                 fields[key] = value.strip()
     finally:
         for _, value in form.multi_items():
@@ -214,5 +214,7 @@ async def upload_voice(request: Request, service: SpeechService, request_id: str
         data = msgspec.convert({**fields, "name": name}, CreateVoiceRequest)
     except msgspec.ValidationError as e:
         raise InvalidRequest(f"invalid upload: {e}") from None
-    card = await create_voice(service, data, audio, request_id, max_voices=request.app.state.settings.max_voices)
+    settings = request.app.state.settings
+    card = await create_voice(service, data, audio, request_id, max_voices=settings.max_voices,
+                              require_consent=settings.require_consent)
     return Uploaded(status="uploaded", name=card.id, voice_path=f"{card.id}.wav")

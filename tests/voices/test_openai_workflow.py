@@ -253,9 +253,15 @@ def test_require_consent(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
             "model": "tts-1", "voice": "alloy", "input": "Hi.", "ref_audio": base64.b64encode(clip).decode()})
         assert inline.status_code == 400 and "--require-consent" in error_of(inline)["message"]
         assert error_of(inline)["param"] == "ref_audio"
+        chatterbox = httpx.post(server.url + "/api/voices/upload", files={"file": ("bob.wav", clip)}, timeout=60)
+        assert chatterbox.status_code == 400 and error_of(chatterbox)["param"] == "consent", chatterbox.text
         consent = sdk.audio.voice_consents.create(name="Ada", language="en-GB", recording=("c.wav", clip))
         voice = sdk.audio.voices.create(name="Ada", audio_sample=("a.wav", clip), consent=consent.id)
         assert voice.id == "ada" and voice.model_dump()["clone_mode"] == "x_vector"
+        # The Chatterbox upload takes the same consent as a form field.
+        chatterbox = httpx.post(server.url + "/api/voices/upload", data={"consent": consent.id},
+                                files={"file": ("bob.wav", clip)}, timeout=60)
+        assert chatterbox.status_code == 200 and chatterbox.json()["name"] == "bob", chatterbox.text
     finally:
         server.stop()
 
