@@ -33,7 +33,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     engine: str = "embedded"  # the primary engine: embedded | qwen
     voices_dir: str = "./data/voices"
-    max_concurrent: int = 4
+    max_concurrent: int | None = None  # None: each engine's own (`stream_slots`)
     max_queue: int = 32
     queue_timeout: float = 30.0
     request_timeout: float = 300.0
@@ -134,7 +134,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "--port", "port to listen on", int),
     Option("engine", "--engine", "primary engine: embedded (CPU, nothing to download) or qwen"),
     Option("voices_dir", "--voices-dir", "folder of user voices (uploads, designed voices, prompt cache)"),
-    Option("max_concurrent", "--max-concurrent", "syntheses running at once per engine", int),
+    Option("max_concurrent", "--max-concurrent", "streams served at once per engine (default: the engine's own: "
+           "32 per embedded instance, 4 for Qwen)", int),
     Option("max_queue", "--max-queue", "requests waiting per engine before 429", int),
     Option("queue_timeout", "--queue-timeout", "seconds a request may wait in the queue before 429", float),
     Option("request_timeout", "--request-timeout", "deadline in seconds for one synthesis", float),

@@ -7,8 +7,9 @@ HTTP clients stream POST /v1/audio/speech (pcm); WebSocket clients, when the ser
 /api/v1/speak, send `speak` and read binary frames until `audio_end`. Every answer is checked:
 a 200 body must hold exactly as many samples as a reference synthesis of the same text (the embedded
 voice is deterministic in length), a 429 must carry Retry-After (clients wait it out, up to 2 s, as
-the OpenAI SDK would), and nothing may be a 5xx. Bounded by --requests and --duration; it only ever
-talks to the loopback address it is given.
+the OpenAI SDK would), and nothing may be a 5xx. Stalls: a listener playing each answer from its
+first audio would wait mid-stream (`stalled_streams`: answers where that adds up to 100 ms or more).
+Bounded by --requests and --duration; it only ever talks to the loopback address it is given.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from bench.gateway import gateway
+from bench.playback import stall_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,11 +38,14 @@ TEXTS = (
     "And here is a third, so the stream has a few chunks.",
 )
 MAX_BACKOFF = 2.0  # seconds: honour Retry-After, but never idle a bounded run for long
+PCM_BYTES_PER_SECOND = 2 * 24000
+STALL = 0.1  # seconds of waiting mid-stream that count an answer as stalled
 
 
 @dataclass
 class Tally:
     ttfa: list[float] = field(default_factory=list)
+    stalls: list[float] = field(default_factory=list)
     audio_seconds: float = 0.0
     ok: int = 0
     rejected: int = 0
@@ -57,6 +62,8 @@ class Tally:
             "requests_per_s": round(done / elapsed, 2) if elapsed else None,
             "audio_seconds_per_s": round(self.audio_seconds / elapsed, 2) if elapsed else None,
             "ttfa_ms": percentiles(self.ttfa),
+            "stalled_streams": sum(s >= STALL for s in self.stalls),
+            "stall_ms": percentiles(self.stalls),
             "rejected_429": self.rejected,
             "rejected_without_retry_after": self.rejected_without_retry_after,
             "server_errors_5xx": self.server_errors,
@@ -128,10 +135,10 @@ async def http_worker(client: httpx.AsyncClient, url: str, n: int, budget: Budge
                     count_refusal(response.status_code, "retry-after" in response.headers, tally, response.text)
                     await back_off(response.headers.get("retry-after"), budget)
                     continue
-                size, first = 0, None
+                size, arrivals = 0, []
                 async for chunk in response.aiter_bytes():
-                    if first is None and chunk:
-                        first = time.perf_counter() - t0
+                    if chunk:
+                        arrivals.append((time.perf_counter() - t0, len(chunk) / PCM_BYTES_PER_SECOND))
                     size += len(chunk)
         except httpx.RemoteProtocolError:
             tally.truncated += 1
@@ -139,7 +146,7 @@ async def http_worker(client: httpx.AsyncClient, url: str, n: int, budget: Budge
         except httpx.HTTPError as e:
             tally.other_errors.append(f"{type(e).__name__}: {e}")
             continue
-        record(size, expected[text], first, tally)
+        record(size, expected[text], arrivals, tally)
 
 
 async def back_off(retry_after: str | float | None, budget: Budget) -> None:
@@ -158,32 +165,34 @@ def count_refusal(status: int, has_retry_after: bool, tally: Tally, detail: str)
         tally.other_errors.append(f"{status}: {detail[:200]}")
 
 
-def record(size: int, expected: int, first: float | None, tally: Tally) -> None:
+def record(size: int, expected: int, arrivals: list[tuple[float, float]], tally: Tally) -> None:
+    """One answer: its size checked, its first audio and its stalls (arrivals: time, seconds of audio)."""
     if size != expected:
         tally.truncated += 1
         return
     tally.ok += 1
-    tally.audio_seconds += size / 2 / 24000
-    if first is not None:
-        tally.ttfa.append(first)
+    tally.audio_seconds += size / PCM_BYTES_PER_SECOND
+    if arrivals:
+        tally.ttfa.append(arrivals[0][0])
+        tally.stalls.append(stall_seconds(arrivals))
 
 
-async def ws_utterance(ws, text: str) -> tuple[int, float | None, dict | None]:  # noqa: ANN001 - a websockets client
-    """Speak one text; (PCM bytes, time to first frame, error event or None)."""
+async def ws_utterance(ws, text: str) -> tuple[int, list[tuple[float, float]], dict | None]:  # noqa: ANN001
+    """Speak one text on a websockets client; (PCM bytes, arrivals as in `record`, error event or None)."""
     t0 = time.perf_counter()
     await ws.send(json.dumps({"type": "speak", "text": text}))
-    size, first = 0, None
+    size, arrivals = 0, []
     while True:
         message = await ws.recv()
         if isinstance(message, bytes):
-            first = first if first is not None else time.perf_counter() - t0
+            arrivals.append((time.perf_counter() - t0, len(message) / PCM_BYTES_PER_SECOND))
             size += len(message)
             continue
         event = json.loads(message)
         if event.get("type") == "audio_end":
-            return size, first, None
+            return size, arrivals, None
         if event.get("type") == "error":
-            return size, first, event
+            return size, arrivals, event
 
 
 async def ws_worker(ws_url: str, n: int, budget: Budget, expected: dict[str, int], tally: Tally) -> None:
@@ -194,9 +203,9 @@ async def ws_worker(ws_url: str, n: int, budget: Budget, expected: dict[str, int
         while budget.take():
             text = TEXTS[i % len(TEXTS)]
             i += 1
-            size, first, error = await ws_utterance(ws, text)
+            size, arrivals, error = await ws_utterance(ws, text)
             if error is None:
-                record(size, expected[text], first, tally)
+                record(size, expected[text], arrivals, tally)
             elif error.get("code") == "RATE_LIMITED":
                 tally.rejected += 1
                 tally.rejected_without_retry_after += error.get("retryAfter") is None
@@ -254,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=1000, help="per transport")
     parser.add_argument("--duration", type=float, default=120, help="seconds at most per transport")
     parser.add_argument("--no-ws", action="store_true", help="HTTP only")
-    parser.add_argument("--server-args", default="--max-concurrent 4 --max-queue 64",
+    parser.add_argument("--server-args", default="--max-queue 64",
                         help="flags for the server this script starts")
     args = parser.parse_args(argv)
     with gateway(parser, args.url, *args.server_args.split(), prefix="bench-load-", pid=args.pid) as target:

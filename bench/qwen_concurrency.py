@@ -33,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # allow `python bench/qwen_concurrency.py`
 
+from bench.playback import stall_seconds  # noqa: E402
+
 TEXT = ("The quick brown fox jumps over the lazy dog while the evening sun sets slowly behind the quiet "
         "hills of the old town.")
 
@@ -49,17 +51,6 @@ def checkpoint(a: argparse.Namespace, out: dict) -> str:
         write_random_checkpoint(folder, "base", a.size, seed=0)
         out["build_seconds"] = round(time.perf_counter() - t0, 2)
     return str(folder)
-
-
-def playback(arrivals: list[tuple[float, float]]) -> float:
-    """Seconds a client that starts at its first chunk and plays back to back spends waiting."""
-    clock, stall = arrivals[0][0], 0.0
-    for at, duration in arrivals:
-        if at > clock:
-            stall += at - clock
-            clock = at
-        clock += duration
-    return stall
 
 
 async def run(a: argparse.Namespace) -> dict:
@@ -92,7 +83,7 @@ async def run(a: argparse.Namespace) -> dict:
         async for chunk in engine.synthesize(request):
             arrivals.append((time.perf_counter() - t0, chunk.duration))
         return {"first": arrivals[0][0], "wall": time.perf_counter() - t0, "audio": sum(d for _, d in arrivals),
-                "stall": playback(arrivals)}
+                "stall": stall_seconds(arrivals)}
 
     await one(0)  # warm: first-call allocations, the voice's primed decoder state and prefix
     out["voice_prefix"] = await prefix_probe(engine, voice)

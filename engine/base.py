@@ -146,7 +146,8 @@ class Engine(Protocol):
     `prompt_cache_misses_total` (voice-clone prompts reused vs computed).
 
     Also optional: `times_words: bool`, True when every `SegmentEnd` the engine yields carries its own
-    word timing (word timestamps then need no speech recognizer).
+    word timing (word timestamps then need no speech recognizer); `stream_slots: int`, how many streams
+    it serves at once when `--max-concurrent` is not given (4 otherwise).
     """
 
     name: str

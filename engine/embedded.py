@@ -40,6 +40,10 @@ _LANGUAGES = {"auto", "english", "en", "en-us", "en-gb"}
 # A sentence is seconds of audio and the next step ~50-100 ms of CPU: waiting up to 50 ms for the first
 # sentence to be sent (StepWorker's first_item_handoff) never leaves a listener without audio.
 FIRST_ITEM_HANDOFF_S = 0.05
+# Streams admitted per instance when --max-concurrent is not given. A sentence takes ~1% of its playing
+# time on one core, and the worker makes each stream's next sentence by when its audio runs out
+# (`pace`), first sentences first: this many listeners stay fed with room to spare on a busy CPU.
+STREAMS_PER_INSTANCE = 32
 
 
 class EmbeddedEngine:
@@ -50,6 +54,7 @@ class EmbeddedEngine:
 
     def __init__(self, *, instances: int = 1, threads: int = 1, max_segment_chars: int = 300):
         self.instances = instances
+        self.stream_slots = STREAMS_PER_INSTANCE * instances  # see `Engine`: the default admission limit
         self.threads = threads
         self.max_segment_chars = max_segment_chars
         self._voice = VOICE
@@ -147,8 +152,13 @@ class EmbeddedEngine:
                     yield SegmentEnd(number, segment, _timing(tts, segment, spoken, model.timed))
 
         return _as_chunks(
-            worker.stream(steps, priority=request.priority, deadline=request.deadline, request_id=request.request_id)
+            worker.stream(steps, priority=request.priority, deadline=request.deadline, request_id=request.request_id,
+                          pace=_playing_seconds)
         )
+
+
+def _playing_seconds(item: np.ndarray | SegmentEnd) -> float:
+    return len(item) / SAMPLE_RATE if isinstance(item, np.ndarray) else 0.0
 
 
 def _timing(tts: Any, segment: str, spoken: list[tuple[str, np.ndarray, int]], timed: bool

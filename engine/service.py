@@ -24,6 +24,8 @@ from .words.hearing import hearing
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SLOTS = 4  # streams an engine serves at once when neither the settings nor the engine say
+
 
 @dataclass(frozen=True, kw_only=True)
 class SpeechParams:
@@ -156,7 +158,7 @@ class SpeechService:
         self,
         engines: list[Engine],
         *,
-        max_concurrent: int = 4,
+        max_concurrent: int | None = 4,
         max_queue: int = 32,
         queue_timeout: float = 30.0,
         request_timeout: float = 300.0,
@@ -164,7 +166,8 @@ class SpeechService:
         voice_map: dict[str, str] | None = None,
         transcriber: TranscriptionService | None = None,
     ):
-        """`engines` in preference order (primary first); each gets its own admission queue. `transcriber`:
+        """`engines` in preference order (primary first); each gets its own admission queue of
+        `max_concurrent` streams (None: the engine's `stream_slots`, else 4). `transcriber`:
         the speech recognizer (its own admission), for every door that hears as well as speaks; None
         without --asr-model."""
         self.observer = observer
@@ -172,7 +175,8 @@ class SpeechService:
         self.engines = {e.name: e for e in engines}
         self.primary = engines[0]
         self.registry = VoiceRegistry(engines, voice_map)
-        self.admission = {e.name: AdmissionQueue(max_concurrent, max_queue, queue_timeout) for e in engines}
+        self.admission = {e.name: AdmissionQueue(max_concurrent or getattr(e, "stream_slots", DEFAULT_SLOTS),
+                                                 max_queue, queue_timeout) for e in engines}
         self.request_timeout = request_timeout
 
     async def start(self) -> None:

@@ -30,7 +30,8 @@ async def create_speech_batch(request: Request, data: BatchRequest) -> ClosingSt
     settings = request.app.state.settings
     # Bulk work never takes the last slot (see AdmissionQueue), so the batch runs one item fewer.
     # Streamed as items finish; a client that leaves closes the body, which cancels the items.
-    results = run_batch(service, data, request_id_of(request.scope), parallel=max(1, settings.max_concurrent - 1),
+    slots = service.admission[service.primary.name].max_active
+    results = run_batch(service, data, request_id_of(request.scope), parallel=max(1, slots - 1),
                         timeout=settings.request_timeout)
 
     async def body() -> AsyncIterator[bytes]:

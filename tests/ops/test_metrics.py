@@ -16,6 +16,7 @@ from app.main import create_app
 from app.ops.logging_setup import JsonFormatter, log_event
 from app.ops.metrics import GatewayMetrics
 from app.settings import Settings
+from engine.embedded import STREAMS_PER_INSTANCE
 from tests.server import Server
 
 SPEECH = "/v1/audio/speech"
@@ -106,7 +107,7 @@ def test_speech_requests_are_measured_and_logged(server_factory):
     assert value(m, "speech_gateway_speech_outcomes_total", outcome="rejected") == 3
     assert value(m, "speech_gateway_queue_depth", engine="embedded") == 0
     assert value(m, "speech_gateway_active_slots", engine="embedded") == 0
-    assert value(m, "speech_gateway_max_slots", engine="embedded") == 4
+    assert value(m, "speech_gateway_max_slots", engine="embedded") == STREAMS_PER_INSTANCE  # its own default
     assert value(m, "speech_gateway_engine_ready", engine="embedded") == 1
     assert value(m, "speech_gateway_model_load_seconds", engine="embedded") > 0
     assert value(m, "speech_gateway_engine_finished_total", engine="embedded") >= 2
