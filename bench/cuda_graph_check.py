@@ -4,7 +4,9 @@ Runs the same rows (greedy, so no randomness is involved) through two `FrameBatc
 (static, fixed size): one replays captured graphs (padded to their bucket), the other calls the
 same device steps eagerly. Reports per row the largest codebook-0 logit difference over the frames
 both made the same codes for, and the first frame whose codes differ (bf16 rounding can flip a
-close argmax after a while; the logits must agree within bf16 tolerance before that).
+close argmax after a while; the logits must agree within bf16 tolerance before that). A third
+batch, eager too, joins every row from its voice's cached prefix (taken from the eager batch) and
+prefills only the rest: `prefix_ok` compares it with the eager batch the same way.
 
 GPU:  python -m bench.cuda_graph_check --device cuda:0 [--checkpoint DIR | --size 0.6b]
 CPU:  python -m bench.cuda_graph_check --size tiny   (no graphs: static padded steps vs dynamic ones)
@@ -29,15 +31,17 @@ def run(a: argparse.Namespace) -> dict:
     import torch
 
     from bench.qwen_concurrency import checkpoint
-    from engine.qwen.frame_batch import FrameBatch
+    from engine.qwen.frame_batch import FrameBatch, Join
     from engine.qwen.loader import load_model
     from engine.qwen.streaming import GenerationParams, prepare_inputs, row_settings
 
     out: dict = {"device": a.device, "frames": a.frames}
     loaded = load_model(checkpoint(a, out), device=a.device, dtype=a.dtype)
-    prompt = loaded.model.create_voice_clone_prompt(
-        (torch.sin(torch.arange(72000) / 24000 * 2 * torch.pi * 140).numpy() * 0.3, 24000), x_vector_only_mode=True)
-    rows = [prepare_inputs(loaded, text=t, voice_clone_prompt=prompt) for t in TEXTS[: a.rows]]
+    clip = (torch.sin(torch.arange(72000) / 24000 * 2 * torch.pi * 140).numpy() * 0.3, 24000)
+    xvec = loaded.model.create_voice_clone_prompt(clip, x_vector_only_mode=True)
+    icl = loaded.model.create_voice_clone_prompt(clip, ref_text="Hi there.")  # short: text over the codes
+    rows = [prepare_inputs(loaded, text=t, voice_clone_prompt=icl if i % 2 else xvec)
+            for i, t in enumerate(TEXTS[: a.rows])]
     settings = row_settings(GenerationParams(do_sample=False, subtalker_dosample=False, max_frames=a.frames,
                                              min_frames=a.frames))
     cuda = loaded.device.startswith("cuda")
@@ -45,7 +49,7 @@ def run(a: argparse.Namespace) -> dict:
     def batch() -> FrameBatch:
         return FrameBatch(loaded, a.slots, context=a.context, text=256, grow=False, static=True)
 
-    graphed, eager = batch(), batch()
+    graphed, eager, prefixed = batch(), batch(), batch()
     runner = None
     if cuda:
         from engine.qwen.cuda_graphs import CudaGraphs
@@ -67,29 +71,37 @@ def run(a: argparse.Namespace) -> dict:
 
         graphs = None
         runner = runner_fn
-    joins = [(i, p.prefill, p.trailing_text, settings) for i, p in enumerate(rows)]
+    joins = [Join(i, p.prefill, p.trailing_text, settings) for i, p in enumerate(rows)]
     graphed.join_many(joins)
     eager.join_many(joins)
+    prefixed.join_many([j._replace(prefix=eager.prefix(j.slot, p.prefix_len)) for j, p in zip(joins, rows, strict=True)])
     n = len(rows)
-    diffs = [0.0] * n
-    first_split: list[int | None] = [None] * n
+    compared = {"graphs": ([0.0] * n, [None] * n), "prefix": ([0.0] * n, [None] * n)}
     for frame in range(a.frames):
         if frame:
             graphed.talker_step(n, graphs.runner("talker") if graphs else runner("talker"))
             eager.talker_step(n)
-        g_codes = graphed.sample_and_predict(n, graphs.runner("sample") if graphs else runner("sample")).cpu()
+            prefixed.talker_step(n)
         e_codes = eager.sample_and_predict(n).cpu()
-        g_logits, e_logits = graphed.logits[:n].float().cpu(), eager.logits[:n].float().cpu()
-        for r in range(n):
-            if first_split[r] is None:
-                diffs[r] = max(diffs[r], float((g_logits[r] - e_logits[r]).abs().max()))
-                if not torch.equal(g_codes[r], e_codes[r]):
-                    first_split[r] = frame
-    out["rows"] = [{"prompt_tokens": int(p.prefill.shape[1]), "max_logit_diff": round(d, 6),
-                    "first_frame_with_other_codes": s} for p, d, s in zip(rows, diffs, first_split, strict=True)]
+        e_logits = eager.logits[:n].float().cpu()
+        for name, other, run_as in (("graphs", graphed, graphs.runner("sample") if graphs else runner("sample")),
+                                    ("prefix", prefixed, None)):
+            codes = other.sample_and_predict(n, run_as).cpu()
+            logits = other.logits[:n].float().cpu()
+            diffs, first_split = compared[name]
+            for r in range(n):
+                if first_split[r] is None:
+                    diffs[r] = max(diffs[r], float((logits[r] - e_logits[r]).abs().max()))
+                    if not torch.equal(codes[r], e_codes[r]):
+                        first_split[r] = frame
     scale = float(eager.logits[:n].float().abs().max())
     out["logit_scale"] = round(scale, 3)
-    out["ok"] = all(d <= a.tolerance * max(scale, 1.0) for d in diffs)
+    for name, key in (("graphs", "rows"), ("prefix", "prefix_rows")):
+        diffs, first_split = compared[name]
+        out[key] = [{"prompt_tokens": int(p.prefill.shape[1]), "prefix_tokens": p.prefix_len,
+                     "max_logit_diff": round(d, 6), "first_frame_with_other_codes": s}
+                    for p, d, s in zip(rows, diffs, first_split, strict=True)]
+        out["ok" if name == "graphs" else "prefix_ok"] = all(d <= a.tolerance * max(scale, 1.0) for d in diffs)
     return out
 
 

@@ -211,11 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         stream_seconds = time.perf_counter() - t_start
         assert codes_audio == a.frames * 1920, codes_audio
         frames = a.frames
-        prefill = steps[0]
         out["streaming"] = {
             "total_seconds": round(stream_seconds, 2),
             "rtf": round(stream_seconds / (frames * FRAME_SECONDS), 3),
-            "prefill_plus_first_frame_seconds": round(prefill, 3),
+            "prefill_plus_first_frame_seconds": round(steps[0], 3),
             "talker_prefill_seconds": round(prefill.durations[0], 3),
             "per_frame_ms": {
                 "talker_step": round(1000 * float(np.mean(talker.durations)), 1),
