@@ -140,7 +140,7 @@ def test_one_model_serves_threads_at_once(sentence_audio):
 
 
 def test_model_resolution_names_what_is_missing(tmp_path, monkeypatch):
-    assert resolve_model(str(tiny_en())) == tiny_en()
+    assert resolve_model(str(tiny_en())) == tiny_en().resolve()  # the venv may sit behind a link
     with pytest.raises(Unavailable, match="no such folder"):
         resolve_model(str(tmp_path / "nowhere"))
     (tmp_path / "half").mkdir()
