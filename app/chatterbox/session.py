@@ -191,7 +191,7 @@ async def whole_chunk(say_id: str, body: AsyncIterator[bytes]) -> str:
         frame += base64.b64encode(memoryview(data)[:cut])
         rest = data[cut:]
     frame += base64.b64encode(rest) + template[at:]
-    return frame.decode("ascii")  # the bytearray goes when this returns
+    return frame.decode()  # UTF-8: the id may be any text; the bytearray goes when this returns
 
 
 class _Chunks:

@@ -5,6 +5,7 @@ In process (Litestar's test client, the embedded engine), so tracemalloc sees ev
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import tracemalloc
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from litestar.testing import TestClient
 
+from app.chatterbox.session import whole_chunk
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import decode_audio
@@ -42,3 +44,15 @@ def test_a_whole_audio_say_holds_about_one_copy_of_its_message(tmp_path: Path) -
     # The message once, plus itself again for the instant its text is made from the bytes it was built in
     # (and allocator slack). Building it after the audio was complete peaked at ~5 times its size.
     assert peak < 2.5 * len(message), peak / len(message)
+
+
+def test_a_whole_audio_chunk_keeps_any_say_id() -> None:
+    """The message is built from msgspec's UTF-8 bytes: an id outside ASCII is kept, not an internal error."""
+
+    async def body():  # noqa: ANN202 - pieces whose lengths are not multiples of 3
+        for piece in (b"abcd", b"ef", b"g"):
+            yield piece
+
+    message = json.loads(asyncio.run(whole_chunk("señal-音", body())))
+    assert (message["id"], message["index"], message["is_last"]) == ("señal-音", 0, True)
+    assert base64.b64decode(message["data"]) == b"abcdefg"
