@@ -334,6 +334,11 @@ class JobHub:
                 running.append(job.task)
         if running:
             await asyncio.wait(running)
+        for job in targets:
+            if not job.finished:  # its task was canceled before its first step: `_run` never ran to say so
+                job.state = "canceled"
+                self._settle(job)
+                self.emit(job, JobCanceled(job_id=job.id, audio_chunks=0, reason="canceled"))
         return [job.id for job in targets]
 
     def _remember(self, job: Job) -> None:

@@ -83,3 +83,25 @@ async def test_a_burst_of_submits_reserves_exactly_the_limit(service):
     assert sum(isinstance(r, Overloaded) for r in results) == 21
     accepted = [job.id for job, r in zip(jobs, results, strict=True) if isinstance(r, int)]
     assert sorted(await hub.cancel(None, None)) == sorted(accepted)
+
+
+async def test_a_job_canceled_before_its_task_first_runs_is_canceled_and_answered(service):
+    """A cancel that lands after the worker made the job's task but before that task ran a step: the task
+    never enters `_run`, so nothing there said JOB_CANCELED or answered the /v1/speak waiting on it
+    (it waited forever)."""
+    hub = JobHub(service, max_queued=8)
+    socket = RecordingSocket()
+    channel = WsChannel(socket, idle_timeout=60, max_message_bytes=65536)  # type: ignore[arg-type]
+    listener = hub.attach(channel, None, lambda replayed: Connected(current_job=None, queued=0, replayed=replayed))
+    job = hub.new_job(service.registry.resolve(None), "0", "auto", "A sentence.", 300, rate=1.0, volume=1.0)
+    speak = asyncio.create_task(hub.submit(job))
+    while job.task is None:
+        await asyncio.sleep(0)
+    assert job.state == "queued"  # made, not yet run
+    # Awaited directly: wait_for would run it as a task of its own, after the job's task had started.
+    assert await hub.cancel(None, None) == [job.id]
+    assert await asyncio.wait_for(speak, 5) == 0
+    await asyncio.wait_for(socket.done.wait(), 5)
+    assert job.state == "canceled"
+    assert json.loads(socket.frames[-1])["type"] == "JOB_CANCELED"
+    hub.detach(listener)
