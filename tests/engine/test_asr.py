@@ -16,19 +16,10 @@ import pytest
 from engine.asr import Recognizer, RecognizerConfig, TranscriptionService, Word, resolve_model
 from engine.asr.onsets import refine_word_times, spread_short_words
 from engine.errors import InvalidRequest, Overloaded, Unavailable
-from tests.asr_model import embedded_speech, recognizer, spaced_words, tiny_en
+from tests.asr_model import embedded_speech, recall, recognizer, spaced_words, tiny_en
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
 WORDS = "morning garden silver window yellow people number basket".split()
-
-
-def words_of(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
-
-
-def recall(expected: str, heard: str) -> float:
-    want, got = words_of(expected), set(words_of(heard))
-    return sum(w in got for w in want) / len(want)
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,11 @@ import openai
 import pytest
 
 from engine.voice_store import encode_wav
-from tests.asr_model import embedded_speech, tiny_en
+from tests.asr_model import embedded_speech, recall, tiny_en
 from tests.server import Server, start_server
 
 SAMPLE_TEXT = "Hello, my name is Grace, and this is how I sound when I read a story aloud."
 SHORT = {"max_new_tokens": 8}  # 7 codec frames: enough to prove a voice speaks
-
-
-def recall(expected: str, heard: str | None) -> float:
-    want, got = re.findall(r"[a-z']+", expected.lower()), set(re.findall(r"[a-z']+", (heard or "").lower()))
-    return sum(w in got for w in want) / len(want)
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,11 @@ import httpx
 import openai
 import pytest
 
-from tests.asr_model import tiny_en
+from tests.asr_model import recall, tiny_en
 from tests.engine.test_audio_import import BOMBS
 from tests.server import Server, start_server
 
 TEXT = "The quick brown fox jumps over the lazy dog. It was a sunny morning in the garden."
-
-
-def words_of(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
-
-
-def recall(expected: str, heard: str) -> float:
-    want, got = words_of(expected), set(words_of(heard))
-    return sum(w in got for w in want) / len(want)
 
 
 @pytest.fixture(scope="module")
