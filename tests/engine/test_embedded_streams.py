@@ -5,7 +5,6 @@ counts streams (32 per instance unless --max-concurrent says otherwise) and refu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,14 +14,6 @@ from engine.errors import Overloaded
 from engine.service import SpeechParams, SpeechService
 
 LONG = " ".join(f"Sentence number {i} of a long answer keeps this stream going." for i in range(20))
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[EmbeddedEngine]:
-    e = EmbeddedEngine()
-    await e.start()
-    yield e
-    await e.close()
 
 
 async def test_a_new_request_is_heard_before_the_running_streams_say_more(engine: EmbeddedEngine) -> None:

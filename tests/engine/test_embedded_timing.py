@@ -7,7 +7,6 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 import numpy as np
-import pytest
 
 from engine.base import AudioChunk, SegmentEnd, SynthesisRequest
 from engine.embedded import VOICE, EmbeddedEngine
@@ -18,14 +17,6 @@ from engine.words.split import split_words
 
 TEXT = ("The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore, every single morning. "
         "On the 3rd of March, 1,250 people paid $9.99 each. Captions help people follow along.")
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[EmbeddedEngine]:
-    e = EmbeddedEngine()
-    await e.start()
-    yield e
-    await e.close()
 
 
 async def items_of(engine: EmbeddedEngine, text: str, marks: bool, seed: int = 5) -> list[AudioChunk | SegmentEnd]:
