@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import re
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from engine.errors import SpeechError
+from engine.errors import InvalidRequest, SpeechError
 
 log = logging.getLogger("app.ops.errors")
 
@@ -63,6 +64,15 @@ def validation_param(exc: ValidationException) -> tuple[str, str | None]:
         key = named.group(1) if named else None
     text = f"Invalid value for '{key}': {message}" if key else message
     return text, key
+
+
+def invalid_field(e: msgspec.ValidationError) -> InvalidRequest:
+    """A form converted with msgspec: its message ("Expected `str` of length <= 64 - at `$.name`") as a 400
+    with `param` set to the field."""
+    field = re.search(r"at `\$\.(\w+)", str(e))  # also `$.timestamp_granularities[0]`
+    missing = re.search(r"missing required field `(\w+)`", str(e))
+    param = field.group(1) if field else missing.group(1) if missing else None
+    return InvalidRequest(f"invalid value for {param!r}: {e}" if param else f"invalid request: {e}", param=param)
 
 
 def handle_exception(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,6 @@ refused before the first byte, with OpenAI's error body.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -20,7 +19,7 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
 
-from app.ops.errors import error_body, speech_error_body
+from app.ops.errors import error_body, invalid_field, speech_error_body
 from app.transcription.formats import TEXT_FORMATS
 from app.transcription.protocol import (
     DIARIZE_MODEL,
@@ -105,14 +104,7 @@ async def read_form(request: Request) -> tuple[TranscriptionForm, bytes]:
     try:
         return msgspec.convert(fields, TranscriptionForm, strict=False), audio
     except msgspec.ValidationError as e:
-        raise _invalid_field(e) from None
-
-
-def _invalid_field(e: msgspec.ValidationError) -> InvalidRequest:
-    field = re.search(r"at `\$\.(\w+)", str(e))
-    missing = re.search(r"missing required field `(\w+)`", str(e))
-    param = field.group(1) if field else missing.group(1) if missing else None
-    return InvalidRequest(f"invalid value for {param!r}: {e}" if param else f"invalid request: {e}", param=param)
+        raise invalid_field(e) from None
 
 
 def check_model(model: str, transcriber: TranscriptionService) -> None:

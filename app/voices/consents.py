@@ -20,8 +20,9 @@ from typing import Literal
 import msgspec
 from litestar import Request
 
+from app.ops.errors import invalid_field
 from app.voices.protocol import ConsentCard, ConsentDeleted, ConsentFields, ConsentPage
-from app.voices.serving import decode_admitted, held_place, invalid_field, read_upload_form
+from app.voices.serving import decode_admitted, held_place, read_upload_form
 from engine.consent_store import ID, Consent, ConsentStore, consent_store, count_consents
 from engine.errors import InvalidRequest
 from engine.service import SpeechService

@@ -41,6 +41,7 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
 
+from app.ops.errors import invalid_field
 from app.settings import NO_VOICE_MAKER
 from app.voices.protocol import MAX_AUDIO_BYTES, CreateVoiceRequest, VoiceCard, VoiceDeleted
 from engine import limits, quota
@@ -217,14 +218,6 @@ async def read_upload_form(request: Request, file_field: str, example: str) -> t
     if audio is not None and len(audio) > MAX_AUDIO_BYTES:
         raise PayloadTooLarge(f"{file_field} is larger than 10 MiB", param=file_field)
     return fields, audio
-
-
-def invalid_field(e: msgspec.ValidationError) -> InvalidRequest:
-    """msgspec's message ("Expected `str` of length <= 64 - at `$.name`") with `param` set to the field."""
-    field = re.search(r"at `\$\.(\w+)`", str(e))
-    missing = re.search(r"missing required field `(\w+)`", str(e))
-    param = field.group(1) if field else missing.group(1) if missing else None
-    return InvalidRequest(f"invalid value for {param!r}: {e}" if param else f"invalid request: {e}", param=param)
 
 
 async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: bytes | None, request_id: str, *,
