@@ -244,7 +244,7 @@ async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: 
             return await _design(service, maker, data, name, voice_id, description, language, consent, request_id)
         assert audio is not None
         clip = await decode_admitted(service, maker.engine_name, audio)
-        ref_text, x_vector_only = await clone_reference(clip, data.ref_text, x_vector_only=data.x_vector_only,
+        ref_text, x_vector_only = await clone_reference(clip.samples, data.ref_text, x_vector_only=data.x_vector_only,
                                                         language=language, transcriber=clone_transcriber(service))
         manifest = VoiceManifest(id=voice_id, name=name, kind="clone", language=language, ref_text=ref_text,
                                  ref_text_source=ref_text_source(data.ref_text, ref_text),
@@ -275,10 +275,10 @@ def ref_text_source(given: str | None, ref_text: str | None) -> str | None:
     return "given" if (given or "").strip() else "transcribed"
 
 
-async def clone_reference(clip: ImportedAudio, ref_text: str | None, *, x_vector_only: bool, language: str,
+async def clone_reference(samples: np.ndarray, ref_text: str | None, *, x_vector_only: bool, language: str,
                           transcriber: Transcribe | None = None) -> tuple[str | None, bool]:
-    """What a clone of `clip` is made from: (transcript, x_vector_only). The one place that decides what a
-    sample without a transcript becomes.
+    """What a clone of `samples` (24 kHz) is made from: (transcript, x_vector_only). The one place that decides
+    what a sample without a transcript becomes (uploads and inline `ref_audio` alike).
 
     - `x_vector_only` asked for: the speaker embedding alone (the transcript, if any, is kept but unused).
     - a transcript given: an in-context clone, the clip and its words (the closest likeness).
@@ -288,7 +288,7 @@ async def clone_reference(clip: ImportedAudio, ref_text: str | None, *, x_vector
     """
     text = (ref_text or "").strip() or None
     if text is None and not x_vector_only and transcriber is not None:
-        text = ((await transcriber(clip.samples, language)) or "").strip() or None
+        text = ((await transcriber(samples, language)) or "").strip() or None
     return text, x_vector_only or text is None
 
 
@@ -461,12 +461,14 @@ async def inline_voice(service: SpeechService, ref_audio: str, ref_text: str | N
             samples = (await decode_admitted(service, maker.engine_name, _b64decode(value))).samples
         except InvalidRequest as e:
             raise type(e)(e.message.replace("the audio sample", "ref_audio"), param="ref_audio") from None
-    if text is None and not x_vector_only and (transcribe := clone_transcriber(service)) is not None:
-        text = ((await transcribe(samples, language)) or "").strip() or None
+    transcriber = clone_transcriber(service)
+    hearing = text is None and not x_vector_only and transcriber is not None
+    text, x_vector_only = await clone_reference(samples, text, x_vector_only=x_vector_only, language=language,
+                                                transcriber=transcriber)
+    if hearing:
         log.info("inline clone: ref_audio came without ref_text; %s", f"transcribed {len(text.split())} words"
                  if text else "nothing heard in it, an x-vector clone")
-    # No transcript to be had (no recognizer, or nothing heard): the speaker embedding alone, as for uploads.
-    return maker.inline(samples, ref_text=text, x_vector_only=x_vector_only or text is None, language=language)
+    return maker.inline(samples, ref_text=text, x_vector_only=x_vector_only, language=language)
 
 
 def _b64decode(value: str) -> bytes:

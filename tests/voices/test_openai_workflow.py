@@ -309,9 +309,8 @@ async def test_one_function_decides_what_a_sample_without_transcript_becomes() -
     """`clone_reference`: a transcript makes an in-context clone; none makes an x-vector clone, unless a speech
     recognizer is given, whose transcript then makes an in-context one (what issue 21's recognizer plugs into)."""
     from app.voices.serving import clone_reference
-    from engine.audio_import import ImportedAudio
 
-    clip = ImportedAudio(speechlike(4), 4.0, 4.0, "wav")
+    clip = speechlike(4)
     heard: list[tuple[int, str]] = []
 
     async def recognizer(samples: np.ndarray, language: str) -> str | None:
