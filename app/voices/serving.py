@@ -233,7 +233,7 @@ async def create_voice(service: SpeechService, data: CreateVoiceRequest, audio: 
     assert maker.user_dir is not None  # checked by _maker_for
     name = check_voice_name(data.name)
     language = normalize_language(data.language)
-    consent = _known_consent(maker.user_dir, data.consent, required=require_consent and not designing)
+    consent = await _known_consent(maker.user_dir, data.consent, required=require_consent and not designing)
     if not designing and audio is None:
         raise InvalidRequest("audio_sample (a file) is required to clone a voice; or send a description (prompt) "
                              "to design one", param="audio_sample")
@@ -321,7 +321,7 @@ def _give_back(reserving: asyncio.Future[Path | None]) -> None:
         quota.release(marker)
 
 
-def _known_consent(voices_dir: Path, consent_id: str | None, *, required: bool) -> str | None:
+async def _known_consent(voices_dir: Path, consent_id: str | None, *, required: bool) -> str | None:
     """`consent_id` when it names a stored consent recording; a 400 naming `consent` when it does not, or
     when none is given and one is `required`."""
     consent_id = (consent_id or "").strip() or None
@@ -331,7 +331,9 @@ def _known_consent(voices_dir: Path, consent_id: str | None, *, required: bool) 
                                  "upload one (POST /v1/audio/voice_consents) and send its id as 'consent'",
                                  param="consent")
         return None
-    if consent_store(voices_dir / CONSENTS_DIR).get(consent_id) is None:
+    # The store is made here, on the loop (its first use cleans the folder before this process writes there);
+    # the lookup reads the disk, on a thread.
+    if await asyncio.to_thread(consent_store(voices_dir / CONSENTS_DIR).get, consent_id) is None:
         raise InvalidRequest(f"no consent recording with id {consent_id!r} (see GET /v1/audio/voice_consents)",
                              param="consent")
     return consent_id
