@@ -9,8 +9,8 @@ their turn between iterations), and each iteration is:
   3. waiting jobs join (their sentences prefilled together, one talker forward, into free slots):
      interactive before bulk, then first come first served, as many as fit `prefill_tokens` new
      prompt positions (the first always joins; `prefill_rows` caps the count): cheap prompts join
-     together, costly ones one per iteration, so the first of several requests arriving together
-     hears audio after its own prefill, not everyone's, and running rows stall for one bounded
+     together, a burst of costly ones is spread over iterations oldest first, so the first of them
+     hears audio after its own share, not everyone's, and running rows stall for one bounded
      prefill at a time;
   4. one frame for every row (`FrameBatch.sample_and_predict`), each row's codes handed to its own
      stateful codec decoder when its chunk is due (first after `first_chunk_frames`, then chunks
@@ -159,7 +159,7 @@ class FrameScheduler:
     `prefix_cache`: voice prefixes kept (0: none), `primed_cache`: primed decoder states kept."""
 
     def __init__(self, worker: StepWorker, loaded: Any, *, max_batch: int = 8, first_chunk_frames: int = 2,
-                 chunk_frames: int = 8, prefill_rows: int | None = None, prefill_tokens: int = 64,
+                 chunk_frames: int = 8, prefill_rows: int | None = None, prefill_tokens: int = 512,
                  cuda_graphs: bool = True, context: int = 2048, blocked_gemm: bool = True, primed_cache: int = 16,
                  prefix_cache: int = 16):
         self.worker, self.loaded = worker, loaded
