@@ -135,7 +135,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("engine", "--engine", "primary engine: embedded (CPU, nothing to download) or qwen"),
     Option("voices_dir", "--voices-dir", "folder of user voices (uploads, designed voices, prompt cache)"),
     Option("max_concurrent", "--max-concurrent", "streams served at once per engine (default: the engine's own: "
-           "32 per embedded instance, 4 for Qwen)", int),
+           "32 per embedded instance; for Qwen, --qwen-max-batch rows x --qwen-instances)", int),
     Option("max_queue", "--max-queue", "requests waiting per engine before 429", int),
     Option("queue_timeout", "--queue-timeout", "seconds a request may wait in the queue before 429", float),
     Option("request_timeout", "--request-timeout", "deadline in seconds for one synthesis", float),

@@ -222,6 +222,9 @@ class QwenEngine:
 
     def __init__(self, config: QwenConfig):
         self.config = config
+        # The default admission limit (see `Engine`): as many streams as one model kind's instances can step
+        # together, so a GPU's 32-row batch is not left to 4 admitted streams.
+        self.stream_slots = config.batch_size() * max(1, config.instances)
         self.store = VoiceStore(config.voices_dirs, engine=self.name)
         self.prompts: Any = None  # ClonePromptCache, created in start() (it imports torch)
         self.pools: dict[str, _ModelPool] = {}

@@ -144,6 +144,17 @@ def test_languages_and_budgets() -> None:
     assert frame_budget("x" * 100, cfg, max_new_tokens=8) == 7  # official meaning: N tokens, N - 1 frames
 
 
+def test_admission_default_is_what_the_instances_step_together(tmp_path: Path) -> None:
+    from engine.service import SpeechService
+
+    for kw, slots in (({}, 8), ({"device": "cuda:0"}, 32), ({"max_batch": 6, "instances": 2}, 12)):
+        engine = QwenEngine(QwenConfig(voices_dirs=(tmp_path,), **kw))
+        assert engine.stream_slots == slots
+        assert SpeechService([engine], max_concurrent=None).admission[engine.name].max_active == slots
+    engine = QwenEngine(QwenConfig(voices_dirs=(tmp_path,)))
+    assert SpeechService([engine], max_concurrent=3).admission[engine.name].max_active == 3
+
+
 async def test_concurrent_requests_equal_serial_ones(make_engine, tiny_base_dir, tiny_custom_voice_dir) -> None:
     engine = await make_engine(base=str(tiny_base_dir), custom_voice=str(tiny_custom_voice_dir))
     requests = [
