@@ -306,7 +306,10 @@ class _ScrapeTimeCollector(Collector):
             limit.add_metric(["asr"], queue.max_active)
             rejected.add_metric(["asr"], queue.rejected)
         hits = CounterMetricFamily(f"{PREFIX}_limit_hits", "Protective limits that fired: decoded_audio, "
-                                   "send_timeout, header_timeout, body_timeout, max_voices", labels=["limit"])
+                                   "send_timeout, header_timeout, body_timeout, max_connections, max_voices, "
+                                   "slow_listener, wyoming_not_allowed, wyoming_max_connections, wyoming_idle, "
+                                   "wyoming_bad_framing, wyoming_malformed_event, wyoming_text_queue, "
+                                   "wyoming_send_timeout", labels=["limit"])
         for name, count in sorted(limits.HITS.items()):
             hits.add_metric([name], count)
         yield from (depth, active, limit, rejected, ready, hits)
