@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from wyoming.error import Error
 
+from app.ops.origins import OncePerMinute
 from app.wyoming import wire
 from app.wyoming.handler import ConnectionOptions, WyomingConnection, advertised_language
 from engine import limits
@@ -26,7 +26,6 @@ from engine.service import SpeechService
 log = logging.getLogger("app.wyoming")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-REFUSAL_LOG_EVERY_S = 60.0
 
 
 def allowed_networks(entries: Iterable[str]) -> tuple[Network, ...]:
@@ -68,7 +67,8 @@ class WyomingServer:
         self.service: SpeechService | None = None
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task, WyomingConnection] = {}
-        self._refusals_logged: dict[str, float] = {}
+        # once a minute per address: a client retrying in a loop does not fill the log
+        self._should_log = OncePerMinute()
 
     async def start(self, service: SpeechService) -> None:
         self.service = service
@@ -109,13 +109,8 @@ class WyomingServer:
         writer.close()
 
     def _log_refusal(self, address: str, why: str) -> None:
-        now = time.monotonic()
-        if now - self._refusals_logged.get(address, -REFUSAL_LOG_EVERY_S) < REFUSAL_LOG_EVERY_S:
-            return  # once a minute per address: a client retrying in a loop does not fill the log
-        if len(self._refusals_logged) > 1024:
-            self._refusals_logged.clear()
-        self._refusals_logged[address] = now
-        log.warning("wyoming: refused a connection from %s: %s", address, why)
+        if self._should_log(address):
+            log.warning("wyoming: refused a connection from %s: %s", address, why)
 
     async def stop(self) -> None:
         """Stop accepting, end every connection (their engine streams close, slots are freed)."""
