@@ -22,16 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # allow `python bench/peer_faster_qwen3.py`
 
 from bench.qwen_concurrency import TEXT, checkpoint  # noqa: E402
+from bench.qwen_streaming import reference_clip  # noqa: E402
 
 REF_TEXT = "Hello, this is the default voice of the speech gateway, speaking clearly and calmly."
-
-
-def reference_clip(seconds: float) -> tuple[np.ndarray, int]:
-    sr = 24000
-    t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.default_rng(0)
-    wav = sum(0.2 / k * np.sin(2 * np.pi * 130 * k * t) for k in range(1, 8)) + 0.02 * rng.standard_normal(t.size)
-    return wav.astype(np.float32), sr
 
 
 def main(argv: list[str] | None = None) -> None:
