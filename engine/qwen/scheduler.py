@@ -30,6 +30,7 @@ taken from the first row prefilled with it; later rows of that voice prefill onl
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import random
@@ -174,7 +175,7 @@ class FrameScheduler:
         self.graphs: Any = None  # CudaGraphs once captured
         self.running: list[_Row] = []  # index = slot
         self._joining: list[_Row] = []  # taken from _waiting for this iteration's prefill
-        self._waiting: list[tuple[int, int, _Row | StreamJob]] = []  # (priority, seq, item)
+        self._waiting: list[tuple[int, int, _Row | StreamJob]] = []  # heap of (priority, seq, item)
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._driving = False
@@ -197,7 +198,7 @@ class FrameScheduler:
         job.loop = asyncio.get_running_loop()
         job.seq = next(self._seq)
         with self._lock:
-            self._waiting.append((int(job.priority), job.seq, job))
+            heapq.heappush(self._waiting, (int(job.priority), job.seq, job))
             start = not self._driving
             self._driving = True
         if start:
@@ -346,6 +347,7 @@ class FrameScheduler:
                     job.put(DeadlineExceeded("synthesis passed its deadline while waiting for the model"))
                 else:
                     keep.append(entry)
+            heapq.heapify(keep)
             self._waiting = keep
         for slot in range(len(self.running) - 1, -1, -1):
             job = self.running[slot].job
@@ -367,13 +369,12 @@ class FrameScheduler:
     def _admit(self) -> None:
         free = min(self.max_batch - len(self.running), self.prefill_rows)
         # Off the queue, not yet running: if the loop breaks before they run, _drive_on_worker tells them.
-        rows, joins = self._joining, []
+        rows, joins, widest = self._joining, [], 0
         while len(rows) < free:
             with self._lock:
                 if not self._waiting:
                     break
-                self._waiting.sort(key=lambda e: (e[0], e[1]))
-                priority, seq, item = self._waiting.pop(0)
+                priority, seq, item = heapq.heappop(self._waiting)
             row = item if isinstance(item, _Row) else self._first_row(item)
             rows.append(row)
             try:
@@ -383,11 +384,11 @@ class FrameScheduler:
                 self._fail(row, e)
                 continue
             # The forward computes every row as wide as the widest: that is what the budget counts.
-            widest = max([join.new_tokens, *(j.new_tokens for j in joins)])
+            widest = max(widest, join.new_tokens)
             if joins and (len(joins) + 1) * widest > self.prefill_tokens:
                 rows.pop()
                 with self._lock:  # next iteration, in its place, prepared once
-                    self._waiting.append((priority, seq, row))
+                    heapq.heappush(self._waiting, (priority, seq, row))
                 break
             joins.append(join)
         if joins:
@@ -494,7 +495,7 @@ class FrameScheduler:
             row.job.put(_END)
             return
         with self._lock:  # back at the front: the job keeps its original place
-            self._waiting.append((int(row.job.priority), row.job.seq, row))
+            heapq.heappush(self._waiting, (int(row.job.priority), row.job.seq, row))
 
 
 __all__ = ["FrameScheduler", "ROW_BUCKETS", "SchedulerStats", "SentenceDone", "StreamJob"]
