@@ -36,13 +36,12 @@ import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.ops.errors import error_body
+from app.sockets.session import AUTH_SUBPROTOCOL, POLICY_VIOLATION
 
 log = logging.getLogger("app.origins")
 
 _SAFE = {"GET", "HEAD", "OPTIONS"}
-POLICY_VIOLATION = 1008
 MAX_REASON_BYTES = 123  # a WebSocket close reason's limit (RFC 6455)
-AUTH_SUBPROTOCOL = "auth.bearer.v1"
 
 
 def cors_origins(configured: tuple[str, ...], keyed: bool) -> list[str]:
