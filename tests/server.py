@@ -22,6 +22,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(check, seconds: float, interval: float = 0.1) -> bool:
+    """Polls `check` until it is true or `seconds` have passed; its last answer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
 @dataclass
 class Server:
     port: int

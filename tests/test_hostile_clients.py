@@ -12,12 +12,8 @@ import time
 import httpx
 import pytest
 
-from tests.ops.test_metrics import SPEECH, long_text, scrape, value
-from tests.server import Server
-
-
-def _hits(server: Server, limit: str) -> float:
-    return value(scrape(server), "speech_gateway_limit_hits_total", limit=limit) or 0.0
+from tests.ops.test_metrics import SPEECH, limit_hits, long_text, scrape, value
+from tests.server import Server, wait_until
 
 
 def _quiet_socket(server: Server) -> socket.socket:
@@ -52,15 +48,6 @@ def _ws_text(message: dict) -> bytes:
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-def _wait(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return check()
-
-
 # -- 2. clients that never read ---------------------------------------------------------------------
 def test_clients_that_never_read_lose_their_slots(server_factory):
     # --ws-speak-lead 0: the speak socket sends as fast as it synthesizes (paced, it would take minutes
@@ -86,8 +73,8 @@ def test_clients_that_never_read_lose_their_slots(server_factory):
         sock.sendall(b"".join(_ws_text(m) for m in messages))
         stalled.append(sock)
     # Each stalls once the socket buffers are full; 1 s without progress aborts it and frees its slot.
-    assert _wait(lambda: _hits(server, "send_timeout") >= 3, 90), server.log()[-3000:]
-    assert _wait(lambda: value(scrape(server), "speech_gateway_active_slots", engine="embedded") == 0, 10)
+    assert wait_until(lambda: limit_hits(server, "send_timeout") >= 3, 90), server.log()[-3000:]
+    assert wait_until(lambda: value(scrape(server), "speech_gateway_active_slots", engine="embedded") == 0, 10)
     response = httpx.post(server.url + SPEECH, json={"model": "tts-1", "voice": "alloy", "input": "Hello.",
                                                      "response_format": "pcm"}, timeout=30)
     assert response.status_code == 200 and len(response.content) > 1000
@@ -142,9 +129,9 @@ def test_slow_and_silent_connections_are_cut(server_factory):
     finally:
         for sock in flood:
             sock.close()
-    assert _wait(lambda: httpx.get(server.url + "/healthz", timeout=5).status_code == 200, 10)
-    assert _hits(server, "max_connections") >= 1
-    assert _hits(server, "header_timeout") >= 2 and _hits(server, "body_timeout") == 1
+    assert wait_until(lambda: httpx.get(server.url + "/healthz", timeout=5).status_code == 200, 10)
+    assert limit_hits(server, "max_connections") >= 1
+    assert limit_hits(server, "header_timeout") >= 2 and limit_hits(server, "body_timeout") == 1
     for sock in (silent, trickle, slow_body):
         sock.close()
 
@@ -178,7 +165,7 @@ def test_url_credentials_never_reach_the_logs(keyed_server):
     httpx.get(keyed_server.v1 + f"/models?token={API_KEY}", timeout=10)
     with connect(keyed_server.ws_url + f"/api/v1/speak?token={API_KEY}", open_timeout=10) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "ready"
-    assert _wait(lambda: "token=[redacted]" in keyed_server.log(), 5)
+    assert wait_until(lambda: "token=[redacted]" in keyed_server.log(), 5)
     assert API_KEY not in keyed_server.log()
 
 
@@ -278,7 +265,7 @@ def test_queued_bulk_work_gives_way_to_interactive_requests(server_factory):
         batches = [pool.submit(httpx.post, server.url + SPEECH + "/batch", json={"items": [item, item]}, timeout=120)
                    for _ in range(5)]
         # One bulk item runs (the other slot is kept for interactive work) and four wait: the queue is full.
-        assert _wait(lambda: value(scrape(server), "speech_gateway_queue_depth", engine="embedded") == 4, 30)
+        assert wait_until(lambda: value(scrape(server), "speech_gateway_queue_depth", engine="embedded") == 4, 30)
         people = [pool.submit(httpx.post, server.url + SPEECH, timeout=120, json={
             "model": "tts-1", "voice": "alloy", "input": "Hello there.", "response_format": "pcm"})
             for _ in range(3)]
@@ -305,10 +292,10 @@ def test_abandoned_batch_stops_and_results_stream(server_factory):
     assert sock.recv(12).startswith(b"HTTP/1.1 200")  # headers go out at once: the results are streamed
     time.sleep(0.5)
     # Leave while an item is being synthesized (on a loaded machine 0.5 s may not reach one).
-    assert _wait(lambda: value(scrape(server), "speech_gateway_active_slots", engine="embedded") >= 1, 10)
+    assert wait_until(lambda: value(scrape(server), "speech_gateway_active_slots", engine="embedded") >= 1, 10)
     sock.close()
     steps = lambda: value(scrape(server), "speech_gateway_engine_steps_total", engine="embedded")  # noqa: E731
-    assert _wait(lambda: value(scrape(server), "speech_gateway_active_slots", engine="embedded") == 0, 10)
+    assert wait_until(lambda: value(scrape(server), "speech_gateway_active_slots", engine="embedded") == 0, 10)
     stopped_at = steps()
     time.sleep(1.5)
     assert steps() == stopped_at, "the batch kept synthesizing for a client that had left"
@@ -420,7 +407,7 @@ async def test_a_stalled_events_socket_delays_nobody(server_factory):
             # send timeout; the reading one keeps its place.
             for _ in range(2):
                 await _job_seconds(server, ws, long_text(60))
-            assert _hits(server, "slow_listener") == 3
+            assert limit_hits(server, "slow_listener") == 3
             assert httpx.get(server.v1 + "/health", timeout=10).json()["jobs"]["listeners"] == 1
         finally:
             for sock in stalled:

@@ -37,6 +37,11 @@ def value(samples: list[tuple[str, dict[str, str], float]], name: str, **labels:
     return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items()))
 
 
+def limit_hits(server: Server, limit: str) -> float:
+    """How often the protective limit `limit` fired (speech_gateway_limit_hits_total)."""
+    return value(scrape(server), "speech_gateway_limit_hits_total", limit=limit)
+
+
 def request_lines(server: Server) -> list[dict]:
     lines = []
     for line in server.log().splitlines():

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -25,6 +24,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
+from tests.ops import test_metrics as metrics
 from tests.server import Server, free_port, start_server
 
 TIMEOUT = 60
@@ -69,9 +69,7 @@ async def read_utterance(c: AsyncTcpClient) -> np.ndarray:
 
 
 def scrape(server: Server, name: str, **labels: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    return metrics.value(metrics.scrape(server), name, **labels)
 
 
 async def test_describe_lists_the_voices_with_streaming(wyoming_server: Server) -> None:

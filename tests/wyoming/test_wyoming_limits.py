@@ -22,8 +22,8 @@ from app.settings import load_settings
 from app.wyoming.handler import voice_languages
 from app.wyoming.server import WyomingServer
 from engine.base import Voice
-from tests.ops.test_metrics import SPEECH, long_text
-from tests.server import Server, free_port, start_server
+from tests.ops.test_metrics import SPEECH, limit_hits, long_text
+from tests.server import Server, free_port, start_server, wait_until
 from tests.wyoming.test_wyoming import client, read, scrape
 
 SEND_TIMEOUT = 2.0
@@ -83,22 +83,9 @@ def rss(server: Server) -> int:
     raise AssertionError("no VmRSS")
 
 
-def hits(server: Server, limit: str) -> float:
-    return scrape(server, "speech_gateway_limit_hits_total", limit=limit)
-
-
 def speak_over_http(server: Server) -> int:
     return httpx.post(server.url + SPEECH, json={"model": "tts-1", "voice": "alloy", "input": "Hello.",
                                                   "response_format": "pcm"}, timeout=30).status_code
-
-
-def wait_for(check, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 # -- connections are counted -----------------------------------------------------------------------
@@ -121,7 +108,7 @@ async def test_connections_past_the_limit_are_refused_at_once(limited: Server) -
         assert Info.is_type((await read(again)).type)
     for c in clients[1:]:
         await c.disconnect()
-    assert hits(limited, "wyoming_max_connections") == 1
+    assert limit_hits(limited, "wyoming_max_connections") == 1
 
 
 # -- clients that never read -----------------------------------------------------------------------
@@ -132,14 +119,14 @@ def test_clients_that_never_read_free_their_slots_within_the_send_timeout(limite
     for sock in stalled:
         sock.sendall(frame({"type": "synthesize", "data_length": len(json.dumps({"text": text}))},
                            json.dumps({"text": text}).encode()))
-    assert wait_for(lambda: scrape(limited, "speech_gateway_active_slots") == 2, 30)
+    assert wait_until(lambda: scrape(limited, "speech_gateway_active_slots") == 2, 30)
     held_at = time.monotonic()
     assert speak_over_http(limited) == 429  # every slot is taken...
     while (status := speak_over_http(limited)) != 200:  # ...until the stalled writes time out
         assert status == 429
         assert time.monotonic() - held_at < SEND_TIMEOUT + 1 + 2, "slots still held by clients that never read"
         time.sleep(0.1)
-    assert hits(limited, "wyoming_send_timeout") == 2
+    assert limit_hits(limited, "wyoming_send_timeout") == 2
     for sock in stalled:
         _, closed = events_until_closed(sock, 10)  # what was buffered, then the end
         assert closed
@@ -189,8 +176,8 @@ async def test_streamed_text_past_the_bound_is_an_error(limited: Server) -> None
                 assert AudioStart.is_type(event.type) or AudioChunk.is_type(event.type) or \
                     AudioStop.is_type(event.type), event
         assert error.code == "TooMuchTextError" and "100000" in error.text
-    assert hits(limited, "wyoming_text_queue") == 1
-    assert wait_for(lambda: scrape(limited, "speech_gateway_active_slots") == 0, 10)
+    assert limit_hits(limited, "wyoming_text_queue") == 1
+    assert wait_until(lambda: scrape(limited, "speech_gateway_active_slots") == 0, 10)
 
 
 # -- malformed events ------------------------------------------------------------------------------
@@ -222,7 +209,7 @@ async def test_malformed_events_are_errors_and_the_connection_keeps_working(limi
     assert "Traceback" not in log and "never retrieved" not in log
     assert "at `$.text`" in log  # one line naming the field
     assert scrape(limited, "speech_gateway_requests_total", route="wyoming", status="500") == 0
-    assert hits(limited, "wyoming_malformed_event") == len(MALFORMED)
+    assert limit_hits(limited, "wyoming_malformed_event") == len(MALFORMED)
 
 
 # -- the idle timer runs while a client does not read -------------------------------------------------
@@ -232,10 +219,10 @@ def test_a_client_that_does_not_read_is_idle(tmp_path: Path) -> None:
         sock = raw(server, quiet=True)
         payload = json.dumps({"text": long_text(55)}).encode()
         sock.sendall(frame({"type": "synthesize", "data_length": len(payload)}, payload))
-        assert wait_for(lambda: scrape(server, "speech_gateway_active_slots") == 1, 30)
+        assert wait_until(lambda: scrape(server, "speech_gateway_active_slots") == 1, 30)
         # Its writes stall at once; the send timeout is far, the idle timeout (1 s) is not.
-        assert wait_for(lambda: scrape(server, "speech_gateway_active_slots") == 0, 6)
-        assert hits(server, "wyoming_idle") == 1
+        assert wait_until(lambda: scrape(server, "speech_gateway_active_slots") == 0, 6)
+        assert limit_hits(server, "wyoming_idle") == 1
         _, closed = events_until_closed(sock, 10)
         assert closed
         sock.close()
@@ -250,7 +237,7 @@ def test_only_allowed_addresses_may_connect(tmp_path: Path) -> None:
         for _ in range(3):
             events, closed = events_until_closed(raw(server), 5)
             assert closed and [e.type for e in events] == ["error"], events
-        assert hits(server, "wyoming_not_allowed") == 3
+        assert limit_hits(server, "wyoming_not_allowed") == 3
         assert server.log().count("refused a connection from 127.0.0.1") == 1  # once a minute per address
         assert speak_over_http(server) == 200
     finally:
