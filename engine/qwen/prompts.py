@@ -38,7 +38,6 @@ import logging
 import os
 import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,8 @@ import torch
 from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
+
+from ..lru import LRU
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,8 @@ class ClonePromptCache:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.max_entries = max_entries
         self.stats = PromptCacheStats()
-        self._memory: OrderedDict[tuple[str, str], VoiceClonePromptItem] = OrderedDict()
+        self._memory = LRU(max_entries)  # (model, reference) -> VoiceClonePromptItem
         self._inflight: dict[tuple[str, str], asyncio.Task[VoiceClonePromptItem]] = {}
 
     # Counters under the names tests and /metrics read.
@@ -131,7 +131,6 @@ class ClonePromptCache:
         key = (loaded.identity, clip.digest())
         item = self._memory.get(key)
         if item is not None:
-            self._memory.move_to_end(key)
             self.stats.memory_hits += 1
             return item
         task = self._inflight.get(key)
@@ -180,10 +179,7 @@ class ClonePromptCache:
                     await asyncio.to_thread(_write_atomic, path, _serialize(item, key[0]))
                 except OSError as e:  # a read-only or full disk costs a recompute after restart, no more
                     log.warning("could not store clone prompt %s: %s", path, e)
-        self._memory[key] = item
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.max_entries:
-            self._memory.popitem(last=False)
+        self._memory.put(key, item)
         return item
 
     def _path(self, key: tuple[str, str]) -> Path | None:

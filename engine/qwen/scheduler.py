@@ -36,8 +36,7 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +45,7 @@ import torch
 
 from ..base import Priority
 from ..errors import DeadlineExceeded, EngineFailure, InvalidRequest, SpeechError
+from ..lru import LRU
 from ..worker import StepWorker, queue_items
 from .codec_stream import StreamingCodecDecoder, decode_together
 from .frame_batch import FrameBatch, Join
@@ -129,26 +129,6 @@ class SchedulerStats:
     prefix_stored: int = 0  # voice prefixes taken into the cache
     rows_per_step: list[int] = field(default_factory=lambda: [0] * len(ROW_BUCKETS))
     rows_sum: int = 0
-
-
-class LRU(OrderedDict):
-    """At most `size` entries; `get` marks an entry as used, `put` evicts the least recently used."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = max(0, int(size))
-
-    def get(self, key: Hashable, default: Any = None) -> Any:
-        if key not in self:
-            return default
-        self.move_to_end(key)
-        return self[key]
-
-    def put(self, key: Hashable, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
 
 
 class FrameScheduler:
