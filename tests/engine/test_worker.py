@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from engine.worker import StepWorker
+from engine.worker import StepWorker, WorkerStats
 
 
 def _recording_steps(log: list[str]) -> Iterator[str]:
@@ -94,22 +94,29 @@ def _seconds(item: tuple) -> float:
     return item[1]
 
 
-async def _run_held(worker: StepWorker, streams: list[tuple[str, float, int]], log: list[str],
-                    priorities: dict[str, int] | None = None) -> None:
-    """Submit the streams (name, seconds per item, items) in order while the worker is held, then read all."""
+async def _run_held(streams: list[tuple[str, float, int]], priorities: dict[str, int] | None = None
+                    ) -> tuple[list[str], WorkerStats]:
+    """Submit the streams (name, seconds per item, items) in order to a held worker, then read all:
+    the order their items were made in, and the worker's stats."""
     import threading
 
-    hold = threading.Event()
-    held = worker.call(hold.wait)
-    readers = []
-    for name, seconds, count in streams:
-        items = worker.stream(lambda n=name, s=seconds, c=count: _playing(n, s, c, log), pace=_seconds,
-                              priority=(priorities or {}).get(name, 0))
-        readers.append(asyncio.ensure_future(_read_all(items)))
-        await asyncio.sleep(0.01)
-    hold.set()
-    await held
-    await asyncio.gather(*readers)
+    worker = StepWorker("pace")
+    log: list[str] = []
+    try:
+        hold = threading.Event()
+        held = worker.call(hold.wait)
+        readers = []
+        for name, seconds, count in streams:
+            items = worker.stream(lambda n=name, s=seconds, c=count: _playing(n, s, c, log), pace=_seconds,
+                                  priority=(priorities or {}).get(name, 0))
+            readers.append(asyncio.ensure_future(_read_all(items)))
+            await asyncio.sleep(0.01)
+        hold.set()
+        await held
+        await asyncio.gather(*readers)
+    finally:
+        await asyncio.to_thread(worker.close)
+    return log, worker.stats
 
 
 async def _read_all(items) -> None:  # noqa: ANN001 - a worker stream
@@ -120,14 +127,9 @@ async def _read_all(items) -> None:  # noqa: ANN001 - a worker stream
 async def test_first_items_go_ahead_and_then_whoever_runs_out_first() -> None:
     """Every first item before anyone's second; then by when each stream's audio runs out (a's items
     play 10 s, b's 25 s, c's 40 s), not by turns."""
-    worker = StepWorker("pace")
-    log: list[str] = []
-    try:
-        await _run_held(worker, [("a", 10.0, 3), ("b", 25.0, 2), ("c", 40.0, 2)], log)
-    finally:
-        await asyncio.to_thread(worker.close)
+    log, stats = await _run_held([("a", 10.0, 3), ("b", 25.0, 2), ("c", 40.0, 2)])
     assert log == ["a1", "b1", "c1", "a2", "a3", "b2", "c2"]
-    assert worker.stats.underruns == 0
+    assert stats.underruns == 0
 
 
 async def test_a_newcomer_goes_ahead_of_streams_whose_audio_lasts() -> None:
@@ -173,23 +175,13 @@ async def test_a_newcomer_goes_ahead_of_streams_whose_audio_lasts() -> None:
 
 async def test_a_stream_about_to_run_out_goes_ahead_of_newcomers() -> None:
     """a's items play 10 ms: it is due again at once and is not starved by the streams queued after it."""
-    worker = StepWorker("pace")
-    log: list[str] = []
-    try:
-        await _run_held(worker, [("a", 0.01, 3), ("b", 10.0, 1), ("c", 10.0, 1)], log)
-    finally:
-        await asyncio.to_thread(worker.close)
+    log, _ = await _run_held([("a", 0.01, 3), ("b", 10.0, 1), ("c", 10.0, 1)])
     assert log == ["a1", "a2", "a3", "b1", "c1"]
 
 
 async def test_bulk_stays_behind_interactive_whatever_is_due() -> None:
     """Priority first: a bulk stream queued first and about to run out still waits for interactive ones."""
-    worker = StepWorker("pace")
-    log: list[str] = []
-    try:
-        await _run_held(worker, [("bulk", 0.01, 2), ("a", 10.0, 2), ("b", 10.0, 1)], log, {"bulk": 10})
-    finally:
-        await asyncio.to_thread(worker.close)
+    log, _ = await _run_held([("bulk", 0.01, 2), ("a", 10.0, 2), ("b", 10.0, 1)], {"bulk": 10})
     assert log == ["a1", "b1", "a2", "bulk1", "bulk2"]
 
 
