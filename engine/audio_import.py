@@ -43,53 +43,55 @@ class ImportedAudio:
         return len(self.samples) / SAMPLE_RATE
 
 
-def _too_long() -> InvalidRequest:
+def _too_long(what: str, param: str) -> InvalidRequest:
     limits.hit("decoded_audio")
-    return InvalidRequest(f"the audio sample is longer than {MAX_DECODED_SECONDS:.0f} s", param="audio_sample")
+    return InvalidRequest(f"{what} is longer than {MAX_DECODED_SECONDS:.0f} s", param=param)
 
 
-def _check_shape(rate: int, channels: int) -> None:
+def _check_shape(rate: int, channels: int, what: str, param: str) -> None:
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         limits.hit("decoded_audio")
-        raise InvalidRequest(f"the audio sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz",
-                             param="audio_sample")
+        raise InvalidRequest(f"{what} rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz", param=param)
     if not 1 <= channels <= MAX_CHANNELS:
         limits.hit("decoded_audio")
-        raise InvalidRequest(f"the audio sample has {channels} channels; at most {MAX_CHANNELS} are accepted",
-                             param="audio_sample")
+        raise InvalidRequest(f"{what} has {channels} channels; at most {MAX_CHANNELS} are accepted", param=param)
 
 
-def decode_audio(data: bytes) -> tuple[np.ndarray, str]:
-    """Decode any container PyAV knows to float32 mono 24 kHz; InvalidRequest if it is not audio."""
+def decode_audio(data: bytes, *, what: str = "the audio sample", param: str = "audio_sample"
+                 ) -> tuple[np.ndarray, str]:
+    """Decode any container PyAV knows to float32 mono 24 kHz; InvalidRequest if it is not audio.
+
+    `what` and `param`: how refusals name the upload ("the recording", "recording")."""
     if not data:
-        raise InvalidRequest("the audio sample is empty", param="audio_sample")
+        raise InvalidRequest(f"{what} is empty", param=param)
     try:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.audio:
-                raise InvalidRequest("the file has no audio stream", param="audio_sample")
+                raise InvalidRequest("the file has no audio stream", param=param)
             fmt = container.format.name
             stream = container.streams.audio[0]
-            _check_shape(stream.codec_context.sample_rate or SAMPLE_RATE, stream.codec_context.channels or 1)
+            _check_shape(stream.codec_context.sample_rate or SAMPLE_RATE, stream.codec_context.channels or 1, what,
+                         param)
             if container.duration is not None and container.duration / av.time_base > MAX_DECODED_SECONDS:
-                raise _too_long()
+                raise _too_long(what, param)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             parts: list[np.ndarray] = []
             seconds_in = 0.0
             for frame in container.decode(stream):
                 # Frames may change rate or layout mid-stream: check each before resampling it.
-                _check_shape(frame.sample_rate, len(frame.layout.channels))
+                _check_shape(frame.sample_rate, len(frame.layout.channels), what, param)
                 seconds_in += frame.samples / frame.sample_rate
                 if seconds_in > MAX_DECODED_SECONDS:
-                    raise _too_long()
+                    raise _too_long(what, param)
                 parts.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
             parts.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     except InvalidRequest:
         raise
     except (av.FFmpegError, ValueError, IndexError) as e:
-        raise InvalidRequest(f"could not decode the audio sample ({e.__class__.__name__}): send wav, mp3, "
-                             "ogg/opus, flac, m4a/aac or webm", param="audio_sample") from None
+        raise InvalidRequest(f"could not decode {what} ({e.__class__.__name__}): send wav, mp3, "
+                             "ogg/opus, flac, m4a/aac or webm", param=param) from None
     if not parts:
-        raise InvalidRequest("the audio sample decodes to no samples", param="audio_sample")
+        raise InvalidRequest(f"{what} decodes to no samples", param=param)
     samples = np.concatenate(parts).astype(np.float32, copy=False)
     return np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0, copy=False), fmt
 
@@ -129,19 +131,20 @@ def normalize_loudness(samples: np.ndarray) -> np.ndarray:
     return (samples * gain).astype(np.float32)
 
 
-def import_reference(data: bytes, *, min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS
-                     ) -> ImportedAudio:
-    """The whole pipeline; raises InvalidRequest (param audio_sample) with a message a person can act on."""
-    samples, fmt = decode_audio(data)
+def import_reference(data: bytes, *, min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS,
+                     what: str = "the audio sample", param: str = "audio_sample") -> ImportedAudio:
+    """The whole pipeline; raises InvalidRequest (naming the upload as `decode_audio` does) with a message a
+    person can act on."""
+    samples, fmt = decode_audio(data, what=what, param=param)
     original = len(samples) / SAMPLE_RATE
     trimmed = trim_silence(samples)
     if len(trimmed) == 0:
-        raise InvalidRequest("the audio sample is silent", param="audio_sample")
+        raise InvalidRequest(f"{what} is silent", param=param)
     seconds = len(trimmed) / SAMPLE_RATE
     if seconds < min_seconds:
-        raise InvalidRequest(f"the audio sample has {seconds:.1f} s of sound after trimming silence; "
-                             f"at least {min_seconds:.0f} s are needed", param="audio_sample")
+        raise InvalidRequest(f"{what} has {seconds:.1f} s of sound after trimming silence; "
+                             f"at least {min_seconds:.0f} s are needed", param=param)
     if seconds > max_seconds:
-        raise InvalidRequest(f"the audio sample has {seconds:.1f} s of sound after trimming silence; "
-                             f"at most {max_seconds:.0f} s are allowed", param="audio_sample")
+        raise InvalidRequest(f"{what} has {seconds:.1f} s of sound after trimming silence; "
+                             f"at most {max_seconds:.0f} s are allowed", param=param)
     return ImportedAudio(normalize_loudness(trimmed), original, seconds, fmt)

@@ -121,11 +121,7 @@ def check_model(model: str, transcriber: TranscriptionService) -> None:
 def decode_file(data: bytes) -> tuple[np.ndarray, int]:
     """The upload's samples and rate, read as the voice upload reads (every container, the same bomb limits);
     refusals name `file`."""
-    try:
-        return decode_audio(data)[0], SAMPLE_RATE
-    except InvalidRequest as e:
-        message = e.message.replace("the audio sample", "the file").replace("The audio sample", "The file")
-        raise type(e)(message, param="file") from None
+    return decode_audio(data, what="the file", param="file")[0], SAMPLE_RATE
 
 
 async def open_transcription(service: SpeechService, form: TranscriptionForm, audio: bytes, task: str

@@ -65,10 +65,7 @@ async def create_consent(request: Request) -> ConsentCard:
     limit = request.app.state.settings.max_voices
     refusal = f"this server holds its limit of {limit} consent recordings (--max-voices); delete one first"
     async with held_place(store.root, limit, count_consents, refusal):
-        try:
-            clip = await decode_admitted(service, service.primary.name, audio)
-        except InvalidRequest as e:
-            raise type(e)(e.message.replace("the audio sample", "the recording"), param="recording") from None
+        clip = await decode_admitted(service, service.primary.name, audio, what="the recording", param="recording")
         consent = await asyncio.to_thread(store.create, name, data.language, clip.samples)
     log.info("consent recording %s stored (%.1f s of %s)", consent.id, clip.seconds, clip.source_format)
     return card(consent)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -339,11 +340,13 @@ async def _known_consent(voices_dir: Path, consent_id: str | None, *, required: 
     return consent_id
 
 
-async def decode_admitted(service: SpeechService, engine: str, audio: bytes) -> ImportedAudio:
+async def decode_admitted(service: SpeechService, engine: str, audio: bytes, *, what: str = "the audio sample",
+                          param: str = "audio_sample") -> ImportedAudio:
     """Decoding costs CPU and memory like a synthesis does, so it waits for (and holds) an admission slot
-    of `engine`: a flood of uploads queues and meets 429 instead of decoding all at once."""
+    of `engine`: a flood of uploads queues and meets 429 instead of decoding all at once. `what`, `param`:
+    how refusals name the upload (`import_reference`)."""
     async with await service.admission[engine].acquire():
-        return await asyncio.to_thread(import_reference, audio)
+        return await asyncio.to_thread(functools.partial(import_reference, audio, what=what, param=param))
 
 
 def _maker_for(service: SpeechService, *, design: bool) -> VoiceMaker:
@@ -459,10 +462,8 @@ async def inline_voice(service: SpeechService, ref_audio: str, ref_text: str | N
                              "create the voice (POST /v1/audio/voices with 'consent') and name it in ref_audio",
                              param="ref_audio")
     else:
-        try:
-            samples = (await decode_admitted(service, maker.engine_name, _b64decode(value))).samples
-        except InvalidRequest as e:
-            raise type(e)(e.message.replace("the audio sample", "ref_audio"), param="ref_audio") from None
+        samples = (await decode_admitted(service, maker.engine_name, _b64decode(value), what="ref_audio",
+                                         param="ref_audio")).samples
     transcriber = clone_transcriber(service)
     hearing = text is None and not x_vector_only and transcriber is not None
     text, x_vector_only = await clone_reference(samples, text, x_vector_only=x_vector_only, language=language,
