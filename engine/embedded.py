@@ -145,7 +145,7 @@ class EmbeddedEngine:
                 spoken: list[tuple[str, np.ndarray, int]] = []
                 for phonemes in pieces:
                     audio, durations = model.synthesize(phonemes, rng)
-                    if durations is not None:
+                    if marks and durations is not None:  # kept only for the segment's word timing
                         spoken.append((phonemes, durations, len(audio)))
                     yield np.asarray(audio, dtype=np.float32) if len(audio) else None
                 if marks:  # a step of its own: the words are worked out after the audio went
