@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.gateway import gateway  # noqa: E402
+from bench.timestamps import summary  # noqa: E402
 
 RATE = 24_000
 SENTENCES = (
@@ -106,13 +107,6 @@ def start_errors(expected: list[str], truth: list[float], heard: list[tuple[str,
         for k in range(block.size):
             errors.append(abs(heard[block.b + k][1] - truth[block.a + k]))
     return errors
-
-
-def summary(errors: list[float], expected: int) -> dict:
-    ms = sorted(e * 1000 for e in errors)
-    return {"words_matched": len(ms), "words": expected, "median_ms": round(statistics.median(ms), 1),
-            "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 1), "max_ms": round(ms[-1], 1),
-            "within_80ms": round(sum(e <= 80 for e in ms) / len(ms), 3)}
 
 
 def main() -> None:
