@@ -327,8 +327,9 @@ class FrameScheduler:
                     job.put(DeadlineExceeded("synthesis passed its deadline while waiting for the model"))
                 else:
                     keep.append(entry)
-            heapq.heapify(keep)
-            self._waiting = keep
+            if len(keep) < len(self._waiting):  # a heap again only when something left it
+                heapq.heapify(keep)
+                self._waiting = keep
         for slot in range(len(self.running) - 1, -1, -1):
             job = self.running[slot].job
             if job.gone:
