@@ -38,6 +38,7 @@ from app.transcription.protocol import (
 from app.voices.protocol import MAX_AUDIO_BYTES
 from engine.asr import Segment, Transcript, TranscriptionService, TranscriptStream
 from engine.asr.languages import language_code, language_name
+from engine.asr.transcript import text_of
 from engine.audio_import import decode_audio
 from engine.base import SAMPLE_RATE
 from engine.errors import InvalidRequest, PayloadTooLarge, SpeechError, Unavailable
@@ -185,7 +186,7 @@ async def sse_body(stream: TranscriptStream) -> AsyncIterator[bytes]:
             if delta:
                 first = False
                 yield _event(TextDelta(delta=delta))
-        yield _event(TextDone(text="".join(s.text for s in stream.segments).strip()))
+        yield _event(TextDone(text=text_of(stream.segments)))
     except SpeechError as e:
         log.error("transcription failed mid-stream: %s", e)
         yield _event({"type": "error", **speech_error_body(e)})

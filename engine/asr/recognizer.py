@@ -174,9 +174,7 @@ class Recognizer:
         """The whole audio at once."""
         run = self.recognize(audio, sample_rate, language=language, task=task, prompt=prompt,
                              temperature=temperature, word_timestamps=word_timestamps, beam_size=beam_size)
-        done = list(run.segments)
-        return Transcript(text="".join(s.text for s in done).strip(), language=run.language,
-                          duration=run.duration, segments=done)
+        return Transcript(language=run.language, duration=run.duration, segments=list(run.segments))
 
     def transcribe_stream(self, audio: np.ndarray, sample_rate: int, *, language: str | None = None,
                           task: str = "transcribe", prompt: str | None = None, temperature: float = 0.0,

@@ -102,8 +102,7 @@ class TranscriptStream:
         """Every segment, as one transcript (the rest of the stream is read first)."""
         async for _ in self:
             pass
-        return Transcript(text="".join(s.text for s in self.segments).strip(), language=self.language,
-                          duration=self.audio_seconds, segments=list(self.segments))
+        return Transcript(language=self.language, duration=self.audio_seconds, segments=list(self.segments))
 
     async def aclose(self) -> None:
         if self._closed:
@@ -199,7 +198,7 @@ class TranscriptionService:
         except InvalidRequest as e:
             log.info("clone sample not transcribed: %s", e.message)
             return None
-        return transcript.text.strip() or None
+        return transcript.text or None
 
     def _notify(self, task: str, audio_seconds: float, seconds: float, outcome: str,
                 error: BaseException | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -27,12 +28,20 @@ class Segment:
     tokens: list[int] = field(default_factory=list)
 
 
+def text_of(segments: Sequence[Segment]) -> str:
+    """The segments' text as one (Whisper's leading spaces join them)."""
+    return "".join(s.text for s in segments).strip()
+
+
 @dataclass(frozen=True)
 class Transcript:
-    text: str
     language: str  # ISO 639-1 code, e.g. "en"
     duration: float  # seconds of audio heard
     segments: list[Segment]
+
+    @property
+    def text(self) -> str:
+        return text_of(self.segments)
 
     @property
     def words(self) -> list[Word]:
