@@ -109,6 +109,12 @@ class TranscriptStream:
             return
         self._closed = True
         outcome = "ok" if self._done else "error" if self.error is not None else "cancelled"
+        self._free()
+        self._service._notify(self.task, self.audio_seconds, time.monotonic() - self.requested_at, outcome,
+                              self.error)
+
+    def _free(self) -> None:
+        """Stop the decoding and give the slot back, once the step in flight (if any) has ended."""
         iterator, running = self._iterator, self._running
 
         def finish(_: object = None) -> None:
@@ -118,11 +124,9 @@ class TranscriptStream:
             self._slot.release()
 
         if running is not None and not running.done():
-            running.add_done_callback(finish)  # the step in flight ends first; then the slot is free
+            running.add_done_callback(finish)
         else:
             finish()
-        self._service._notify(self.task, self.audio_seconds, time.monotonic() - self.requested_at, outcome,
-                              self.error)
 
 
 class TranscriptionService:
@@ -174,11 +178,7 @@ class TranscriptionService:
         except BaseException as e:
             stream.error = e if not isinstance(e, asyncio.CancelledError) else None
             stream._closed = True  # counted here, once, as a refusal rather than a failure
-            running = stream._running
-            if running is not None and not running.done():
-                running.add_done_callback(lambda _: slot.release())
-            else:
-                slot.release()
+            stream._free()
             self._notify(task, stream.audio_seconds, time.monotonic() - requested_at, _refusal(e), e)
             raise
         return stream
