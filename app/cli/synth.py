@@ -124,7 +124,7 @@ class RemoteSynth:
                         continue
                     if response.status_code != 200:
                         await response.aread()
-                        raise SayError(f"{self.url} answered {response.status_code}: {_error_message(response)}")
+                        raise SayError(f"{self.url} answered {response.status_code}: {error_message(response)}")
                     carry = b""
                     async for piece in response.aiter_bytes():
                         # A chunk boundary may split a 16-bit sample: keep the odd byte for the next one.
@@ -138,7 +138,8 @@ class RemoteSynth:
                 raise SayError(f"cannot reach {self.url}: {e}") from e
 
 
-def _error_message(response: object) -> str:
+def error_message(response: object) -> str:
+    """An error answer's message (OpenAI's error body), else the start of its text."""
     try:
         return response.json()["error"]["message"]  # type: ignore[attr-defined]
     except Exception:

@@ -50,6 +50,8 @@ def _format(args: argparse.Namespace) -> str:
 def _remote(args: argparse.Namespace, data: bytes, fmt: str) -> str:
     import httpx
 
+    from app.cli.synth import error_message
+
     path = "translations" if args.translate else "transcriptions"
     fields = {"model": "whisper-1", "response_format": fmt}
     fields.update({k: v for k, v in (("language", args.language), ("prompt", args.prompt)) if v})
@@ -60,11 +62,7 @@ def _remote(args: argparse.Namespace, data: bytes, fmt: str) -> str:
     except httpx.HTTPError as e:
         raise TranscribeError(f"cannot reach {args.server}: {e}") from None
     if r.status_code != 200:
-        try:
-            message = r.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = r.text[:300]
-        raise TranscribeError(f"the server answered {r.status_code}: {message}")
+        raise TranscribeError(f"the server answered {r.status_code}: {error_message(r)}")
     return r.text
 
 

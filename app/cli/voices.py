@@ -85,6 +85,8 @@ def _needs_server(args: argparse.Namespace, what: str) -> None:
 def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
     import httpx
 
+    from app.cli.synth import error_message
+
     url = (args.server or DEFAULT_SERVER).rstrip("/")
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
@@ -94,11 +96,7 @@ def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) ->
     except httpx.TransportError as e:
         raise _Fail(f"cannot reach {url}: {e} (is `speech-gateway serve` running? pass --server URL)") from e
     if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except Exception:
-            message = response.text[:300]
-        raise _Fail(f"{url} answered {response.status_code}: {message}")
+        raise _Fail(f"{url} answered {response.status_code}: {error_message(response)}")
     return response.json() if response.content else None
 
 
