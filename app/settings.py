@@ -42,7 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     log_format: str = "text"  # text | json (one JSON object per line)
     shutdown_grace: float = 30.0  # seconds in-flight streams get to finish after SIGTERM
-    embedded_instances: int = 1
+    embedded_instances: int = 0  # 0: one per usable core, up to 4 (1 beside Qwen)
     max_segment_chars: int = 300
     voice_map: tuple[str, ...] = ()  # NAME=VOICE entries
     # Qwen3 engine
@@ -135,7 +135,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("engine", "--engine", "primary engine: embedded (CPU, nothing to download) or qwen"),
     Option("voices_dir", "--voices-dir", "folder of user voices (uploads, designed voices, prompt cache)"),
     Option("max_concurrent", "--max-concurrent", "streams served at once per engine (default: the engine's own: "
-           "32 per embedded instance; for Qwen, --qwen-max-batch rows x --qwen-instances)", int),
+           "32 per embedded synthesis thread; for Qwen, --qwen-max-batch rows x --qwen-instances)", int),
     Option("max_queue", "--max-queue", "requests waiting per engine before 429", int),
     Option("queue_timeout", "--queue-timeout", "seconds a request may wait in the queue before 429", float),
     Option("request_timeout", "--request-timeout", "deadline in seconds for one synthesis", float),
@@ -144,7 +144,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", "--log-level", "debug | info | warning | error"),
     Option("log_format", "--log-format", "text | json (one JSON object per line, for log collectors)"),
     Option("shutdown_grace", "--shutdown-grace", "seconds in-flight streams may run on after SIGTERM", float),
-    Option("embedded_instances", "--embedded-instances", "embedded engine model copies (threads)", int),
+    Option("embedded_instances", "--embedded-instances", "embedded engine synthesis threads, sharing one model "
+           "(0: one per usable core, up to 4, when it is the primary engine; 1 beside Qwen)", int),
     Option("max_segment_chars", "--max-segment-chars", "longest text segment synthesized in one go", int),
     Option("voice_map", "--voice-map", "NAME=VOICE: requests for voice NAME (e.g. an OpenAI name) speak with VOICE (repeat; env: comma-separated)", str, True),
     Option("qwen_base", "--qwen-base", "Qwen3-TTS Base checkpoint (folder or hub id): voice cloning"),
@@ -159,7 +160,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("first_chunk_frames", "--first-chunk-frames", "codec frames (80 ms each) in the first audio chunk", int),
     Option("chunk_frames", "--chunk-frames", "codec frames in each later audio chunk", int),
     Option("prompt_cache_size", "--prompt-cache-size", "voice-clone prompts kept in memory (LRU)", int),
-    Option("qwen_threads", "--qwen-threads", "torch CPU threads per Qwen worker (default: cores / instances)", int),
+    Option("qwen_threads", "--qwen-threads", "torch CPU threads per Qwen worker (default: usable cores / instances)", int),
     Option("qwen_max_batch", "--qwen-max-batch", "streams one Qwen model instance steps together (default: 32 on CUDA, 8 on CPU)", int),
     Option("no_cuda_graphs", "--no-cuda-graphs", "run the Qwen frame steps eagerly on CUDA (no graph capture)", bool),
     Option("no_blocked_gemm", "--no-blocked-gemm", "CPU float32: batched Qwen steps use the plain GEMM kernel (to compare; 4 or more streams cost more)", bool),
@@ -168,7 +169,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("asr_device", "--asr-device", "where the recognizer runs: cpu or cuda:N"),
     Option("asr_compute_type", "--asr-compute-type", "recognizer weights: int8, int8_float16, float16, float32 (default: int8 on CPU, float16 on CUDA)"),
     Option("asr_max_concurrent", "--asr-max-concurrent", "transcriptions running at once (their own slots, apart from speech)", int),
-    Option("asr_threads", "--asr-threads", "CPU threads per transcription (default: cores / --asr-max-concurrent)", int),
+    Option("asr_threads", "--asr-threads", "CPU threads per transcription (default: usable cores / --asr-max-concurrent)", int),
     Option("ws_idle_timeout", "--ws-idle-timeout", "seconds a speech WebSocket or Wyoming connection may stay silent and idle before it is closed", float),
     Option("ws_max_queued_utterances", "--ws-max-queued-utterances", "utterances one /api/v1/speak socket may queue behind the one playing", int),
     Option("ws_max_message_bytes", "--ws-max-message-bytes", "largest client WebSocket message accepted, in bytes", int),

@@ -1,7 +1,10 @@
-"""StepWorker: one thread that owns one model instance and advances every stream on it step by step.
+"""StepWorker: the thread(s) that own one model instance and advance every stream on it step by step.
 
-Model calls never run on the event loop, and never two at once on one instance (qwen_tts keeps
-per-call state on the model object). Streams on one worker interleave at step granularity (a frame
+Model calls never run on the event loop. By default one thread steps them, so never two at once on
+one instance (qwen_tts keeps per-call state on the model object); a model whose calls may overlap
+(the embedded engine's ONNX session and read-only G2P) can have `threads` of them share one queue, so
+a new stream starts on whichever thread frees first. A stream is stepped by one thread at a time.
+Streams on one worker interleave at step granularity (a frame
 for Qwen3, a sentence for the embedded engine), interactive before bulk, and within a priority
 earliest due first: a new stream is due at once; a stream that says how long its items play (`pace`)
 is next due when the audio it has made would run out, counted from its first item, less a margin for
@@ -42,7 +45,7 @@ PACE_MARGIN = 0.25
 
 @dataclass
 class WorkerStats:
-    """Counters a test or `/metrics` can read; only the worker thread writes them."""
+    """Counters a test or `/metrics` can read; the worker's threads write them (`StepWorker._add`)."""
 
     steps: int = 0
     started: int = 0
@@ -86,10 +89,10 @@ class _Stream(Generic[T]):
 
 
 class StepWorker:
-    """A single thread stepping the streams submitted to it."""
+    """`threads` threads (one by default) stepping the streams submitted to it, from one queue."""
 
     def __init__(self, name: str, setup: Callable[[], None] | None = None, *, first_item_handoff: float = 0.0,
-                 max_ahead: int = 4):
+                 max_ahead: int = 4, threads: int = 1):
         """`first_item_handoff`: after a stream's first item, wait up to this long (seconds) for its consumer
         to come back for the next one before stepping any stream again. The consumer runs on the event loop
         of this process: a next step started at once competes with it for the cores and the GIL just when it
@@ -97,11 +100,13 @@ class StepWorker:
         engine. The next item is not needed until the first has played, so a short pause costs no stream a
         stall; it costs the other streams on this worker up to this long, once per new stream.
 
-        `max_ahead`: items a stream may have made and its consumer not yet taken before it is parked."""
+        `max_ahead`: items a stream may have made and its consumer not yet taken before it is parked.
+        `threads`: threads stepping streams at once; `setup` runs on each before its first step."""
         self.name = name
         self._handoff = first_item_handoff
         self._max_ahead = max(1, max_ahead)
         self.stats = WorkerStats()
+        self._tally = threading.Lock()
         self._setup = setup
         self._cv = threading.Condition()
         self._ready: dict[int, list[_Stream]] = {}
@@ -109,8 +114,11 @@ class StepWorker:
         self._seq = itertools.count()
         self._running = True
         self._active = 0
-        self._thread = threading.Thread(target=self._run, name=f"step-worker-{name}", daemon=True)
-        self._thread.start()
+        self.threads = max(1, threads)
+        self._threads = [threading.Thread(target=self._run, name=f"step-worker-{name}-{i}", daemon=True)
+                         for i in range(self.threads)]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def load(self) -> int:
@@ -184,7 +192,9 @@ class StepWorker:
         with self._cv:
             self._running = False
             self._cv.notify_all()
-        self._thread.join(timeout)
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
 
     # -- worker thread ---------------------------------------------------------------------
     def _next_stream(self) -> _Stream | None:
@@ -200,7 +210,15 @@ class StepWorker:
 
     def _requeue(self, s: _Stream) -> None:
         with self._cv:
-            self._ready[s.priority].append(s)
+            if self._running:
+                self._ready[s.priority].append(s)
+                self._cv.notify()  # another thread may be idle
+                return
+        self._finish(s, EngineFailure(f"worker {self.name} stopped"))  # the threads are leaving
+
+    def _add(self, counter: str, value: float = 1) -> None:
+        with self._tally:
+            setattr(self.stats, counter, getattr(self.stats, counter) + value)
 
     def _schedule(self, s: _Stream, item: object, started: float, took: float) -> None:
         """When `s` is next due, after a step that started at `started`, took `took` and made `item`."""
@@ -211,8 +229,8 @@ class StepWorker:
         if seconds > 0:
             late = started + took - (s.played_from + s.made) if s.played_from is not None else 0.0
             if late > 0:  # its listener has been waiting for this audio
-                self.stats.underruns += 1
-                self.stats.underrun_seconds += late
+                self._add("underruns")
+                self._add("underrun_seconds", late)
             if s.played_from is None:
                 s.played_from = started + took
             s.made += seconds
@@ -237,36 +255,36 @@ class StepWorker:
             if s is None:
                 break
             if s.cancelled.is_set():
-                self.stats.cancelled += 1
+                self._add("cancelled")
                 self._finish(s, _END)
                 continue
             if s.deadline is not None and time.monotonic() > s.deadline:
-                self.stats.deadline_exceeded += 1
+                self._add("deadline_exceeded")
                 self._finish(s, DeadlineExceeded(f"synthesis passed its deadline after {s.steps} steps"))
                 continue
             t0 = time.perf_counter()
             started = time.monotonic()
             try:
                 if s.gen is None:
-                    self.stats.started += 1
+                    self._add("started")
                     s.gen = s.factory()
                 item = next(s.gen)
             except StopIteration:
-                self.stats.finished += 1
+                self._add("finished")
                 self._finish(s, _END)
                 continue
             except SpeechError as e:
-                self.stats.failed += 1
+                self._add("failed")
                 self._finish(s, e)
                 continue
             except Exception as e:  # noqa: BLE001 - a broken request must not take the worker down
                 log.exception("worker %s: stream %s failed", self.name, s.request_id)
-                self.stats.failed += 1
+                self._add("failed")
                 self._finish(s, EngineFailure(f"synthesis failed: {type(e).__name__}: {e}"))
                 continue
             finally:
-                self.stats.step_seconds += time.perf_counter() - t0
-            self.stats.steps += 1
+                self._add("step_seconds", time.perf_counter() - t0)
+            self._add("steps")
             s.steps += 1
             self._schedule(s, item, started, time.perf_counter() - t0)
             if item is not None:
@@ -275,7 +293,7 @@ class StepWorker:
                 if s.items == 1 and s.handoff and self._handoff > 0:
                     s.handed_over.wait(self._handoff)
                 with self._cv:
-                    if s.items - s.taken >= self._max_ahead and not s.cancelled.is_set():
+                    if s.items - s.taken >= self._max_ahead and not s.cancelled.is_set() and self._running:
                         s.parked = True  # the consumer's next take puts it back
                         self._parked.add(s)
                         continue

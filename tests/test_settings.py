@@ -55,3 +55,13 @@ def test_voice_map_entries_are_checked():
         "nova": "ada", "echo": "bob"}
     with pytest.raises(SystemExit, match="NAME=VOICE"):
         load_settings({"voice_map": ["nova"]}, environ={}).voice_mapping()
+
+
+def test_embedded_threads_default_from_cores_and_the_primary_engine():
+    from app.wiring.engines import MAX_EMBEDDED_THREADS, embedded_threads
+
+    assert embedded_threads(load_settings({}, environ={}), cores=2) == 2
+    assert embedded_threads(load_settings({}, environ={}), cores=64) == MAX_EMBEDDED_THREADS
+    assert embedded_threads(load_settings({"engine": "qwen"}, environ={}), cores=16) == 1  # beside Qwen
+    assert embedded_threads(load_settings({"embedded_instances": 6}, environ={}), cores=2) == 6
+    assert embedded_threads(load_settings(environ={"SPEECH_GATEWAY_EMBEDDED_INSTANCES": "3"}), cores=2) == 3

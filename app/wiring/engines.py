@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from app.settings import Settings
 from engine.base import Engine
+from engine.cores import usable_cores
 from engine.embedded import EmbeddedEngine
+
+# Past a few threads the event loop and the GIL (hibari's G2P and DSP are Python and numpy) are the limit.
+MAX_EMBEDDED_THREADS = 4
+
+
+def embedded_threads(settings: Settings, cores: int | None = None) -> int:
+    """--embedded-instances, else one synthesis thread per usable core (up to 4) when the embedded engine
+    is the primary one, and one beside Qwen, whose torch threads already take the cores."""
+    if settings.embedded_instances > 0:
+        return settings.embedded_instances
+    if settings.engine != "embedded":
+        return 1
+    return min(MAX_EMBEDDED_THREADS, cores or usable_cores())
 
 
 def build_engines(settings: Settings) -> list[Engine]:
-    embedded = EmbeddedEngine(instances=settings.embedded_instances, max_segment_chars=settings.max_segment_chars)
+    embedded = EmbeddedEngine(instances=embedded_threads(settings), max_segment_chars=settings.max_segment_chars)
     if settings.engine == "embedded":
         return [embedded]
     if settings.engine == "qwen":

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from app.settings import Settings
 from app.wiring.qwen_quiet import import_qwen_tts
+from engine.cores import usable_cores
 from engine.qwen.engine import QwenConfig, QwenEngine
 from engine.voice_store import SHIPPED_VOICES_DIR
 
@@ -19,7 +19,7 @@ def torch_threads(settings: Settings, cores: int | None = None) -> int | None:
         return settings.qwen_threads
     if settings.device != "cpu":
         return None
-    return max(1, (cores or os.cpu_count() or 1) // max(1, settings.qwen_instances))
+    return max(1, (cores or usable_cores()) // max(1, settings.qwen_instances))
 
 
 def qwen_config(settings: Settings) -> QwenConfig:

@@ -14,7 +14,6 @@ thread (`TranscriptionService` does).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
+from ..cores import usable_cores
 from ..errors import InvalidRequest, Unavailable
 from .onsets import energy_db, refine_word_times
 from .transcript import Segment, Transcript, Word
@@ -151,7 +151,7 @@ class Recognizer:
             raise Unavailable(_MISSING_EXTRA) from e
         device, _, index = self.config.device.partition(":")
         workers = max(1, self.config.workers)
-        threads = self.config.threads or (max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 0)
+        threads = self.config.threads or (max(1, usable_cores() // workers) if device == "cpu" else 0)
         t0 = time.perf_counter()
         try:
             model = WhisperModel(str(path), device=device, device_index=int(index or 0),

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
-from engine.base import Priority, SynthesisRequest
+from engine.base import AudioChunk, Priority, SynthesisRequest
 from engine.embedded import STREAMS_PER_INSTANCE, VOICE, EmbeddedEngine
 from engine.errors import Overloaded
 from engine.service import SpeechParams, SpeechService
@@ -70,3 +71,25 @@ async def test_admission_counts_the_engines_streams_and_refuses_beyond() -> None
     interactive = await queue.acquire(Priority.INTERACTIVE)
     bulk.release()
     interactive.release()
+
+
+async def test_threads_sharing_one_model_say_what_one_thread_says(engine: EmbeddedEngine) -> None:
+    """Three synthesis threads on one loaded model (one ONNX session, one G2P) give every request the same
+    samples as a single thread does, with all of them in flight at once; admission grows with the threads."""
+    texts = [f"Request {i} says: {'the quick brown fox jumps over the lazy dog. ' * (1 + i % 3)}" for i in range(9)]
+
+    async def audio(e: EmbeddedEngine, i: int) -> np.ndarray:
+        chunks = [c.samples async for c in e.synthesize(SynthesisRequest(text=texts[i], voice=VOICE, seed=i))
+                  if isinstance(c, AudioChunk)]
+        return np.concatenate(chunks)
+
+    alone = [await audio(engine, i) for i in range(len(texts))]
+    shared = EmbeddedEngine(instances=3)
+    await shared.start()
+    try:
+        assert shared.stream_slots == 3 * STREAMS_PER_INSTANCE and shared.workers[0].threads == 3
+        together = await asyncio.gather(*(audio(shared, i) for i in range(len(texts))))
+    finally:
+        await shared.close()
+    for i, (a, b) in enumerate(zip(alone, together, strict=True)):
+        assert np.array_equal(a, b), i

@@ -4,6 +4,7 @@ and the bound on items made ahead of a consumer that stops taking them."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 from engine.worker import StepWorker, WorkerStats
@@ -194,3 +195,60 @@ async def test_audio_made_after_the_previous_ran_out_is_counted() -> None:
     finally:
         await asyncio.to_thread(worker.close)
     assert worker.stats.underruns == 2 and 0.06 < worker.stats.underrun_seconds < 1.0
+
+
+def _held_step(name: str, started: list[str], release: threading.Event, steps: int) -> Iterator[str]:
+    for i in range(steps):
+        started.append(f"{name}{i}")
+        release.wait(10)
+        yield f"{name}{i}"
+
+
+async def test_threads_step_different_streams_at_once_and_one_stream_in_order() -> None:
+    """Two threads: while one step of `a` is held, `b` steps on the other thread; a stream's own steps never
+    overlap (its next step starts only after the last one returned) and the counters add up."""
+    worker = StepWorker("threads", threads=2)
+    release = threading.Event()
+    started: list[str] = []
+    try:
+        a = worker.stream(lambda: _held_step("a", started, release, 3))
+        b = worker.stream(lambda: _held_step("b", started, release, 3))
+        for _ in range(200):  # both held at once: two threads are stepping
+            if len(started) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(started) == ["a0", "b0"]
+        await asyncio.sleep(0.1)
+        assert len(started) == 2  # neither stream was stepped again while its step was held
+        release.set()
+        assert [x async for x in a] == ["a0", "a1", "a2"]
+        assert [x async for x in b] == ["b0", "b1", "b2"]
+    finally:
+        release.set()
+        await asyncio.to_thread(worker.close)
+    assert worker.stats.steps == 6 and worker.stats.finished == 2 and worker.stats.started == 2
+
+
+async def test_closing_a_threaded_worker_fails_what_is_left() -> None:
+    """Every thread leaves on close, and a stream that was still queued gets an error, not a hang."""
+    worker = StepWorker("closing", threads=3)
+    release = threading.Event()
+    started: list[str] = []
+    held = [worker.stream(lambda i=i: _held_step(f"s{i}", started, release, 2)) for i in range(3)]
+    waiting = worker.stream(lambda: iter(["never"]))
+    for _ in range(200):
+        if len(started) == 3:
+            break
+        await asyncio.sleep(0.01)
+    closing = asyncio.ensure_future(asyncio.to_thread(worker.close))
+    await asyncio.sleep(0.05)
+    release.set()
+    await closing
+    outcomes = []
+    for items in (*held, waiting):
+        try:
+            outcomes.append([x async for x in items])
+        except Exception as e:  # noqa: BLE001 - the error is what is checked
+            outcomes.append(type(e).__name__)
+    assert outcomes == ["EngineFailure"] * 4  # the held ones after their step, the queued one unstarted
+    assert not any(t.is_alive() for t in worker._threads)
