@@ -87,7 +87,7 @@ def test_json_formatter_puts_event_fields_on_the_line():
 
 
 def test_speech_requests_are_measured_and_logged(server_factory):
-    server = server_factory("--log-format", "json")
+    server = server_factory("--log-format", "json", "--embedded-instances", "2")
     ok_mp3 = speak(server, response_format="mp3")
     ok_sse = speak(server, response_format="wav", stream_format="sse")
     assert ok_mp3.status_code == ok_sse.status_code == 200
@@ -112,7 +112,7 @@ def test_speech_requests_are_measured_and_logged(server_factory):
     assert value(m, "speech_gateway_speech_outcomes_total", outcome="rejected") == 3
     assert value(m, "speech_gateway_queue_depth", engine="embedded") == 0
     assert value(m, "speech_gateway_active_slots", engine="embedded") == 0
-    assert value(m, "speech_gateway_max_slots", engine="embedded") == STREAMS_PER_INSTANCE  # its own default
+    assert value(m, "speech_gateway_max_slots", engine="embedded") == 2 * STREAMS_PER_INSTANCE  # its default per thread
     assert value(m, "speech_gateway_engine_ready", engine="embedded") == 1
     assert value(m, "speech_gateway_model_load_seconds", engine="embedded") > 0
     assert value(m, "speech_gateway_engine_finished_total", engine="embedded") >= 2
