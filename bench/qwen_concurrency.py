@@ -8,7 +8,8 @@ per-stream RTF (wall / audio), how many streams played without stalls (total sta
 median stall, the scheduler's mean rows per decode step, and its prompt prefills (seconds, positions,
 rows joined from the voice's cached prefix). `voice_prefix` measures that cache on the loaded model:
 the voice's prefix length and memory, and one prompt's prefill whole vs after the cached prefix.
-`--no-prefix-cache` and `--prefill-tokens` run the same with the cache off or another join budget.
+`--no-prefix-cache` and `--prefill-tokens` run the same with the cache off or another join budget;
+`--cold` empties the prefix cache before each level, so each burst is the voice's first.
 
 Checkpoint: a random-weight copy of the real 0.6B Base architecture (built once into a cache
 folder, ~20 s, ~2.5 GB), --size tiny for the tiny test model, or any folder with --checkpoint.
@@ -58,7 +59,7 @@ async def run(a: argparse.Namespace) -> dict:
     from engine.qwen.engine import QwenConfig, QwenEngine
     from engine.voice_store import SHIPPED_VOICES_DIR
 
-    out: dict = {"device": a.device, "frames": a.frames, "first_chunk_frames": a.first_chunk_frames,
+    out: dict = {"device": a.device, "frames": a.frames, "first_chunk_frames": a.first_chunk_frames, "cold": a.cold,
                  "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     ckpt = checkpoint(a, out)
     levels = [int(x) for x in a.levels.split(",")]
@@ -92,6 +93,10 @@ async def run(a: argparse.Namespace) -> dict:
                "prefix_hits", "prefills")
     for c in levels:
         schedulers = [s for p in engine.pools.values() for s in p.schedulers]
+        if a.cold:  # forget the voice's prefix: this level is its first burst
+            for pool in engine.pools.values():
+                for i, scheduler in enumerate(pool.schedulers):
+                    await pool.workers[i].call(scheduler.prefixes.clear)
         before = [dict(vars(s.stats)) for s in schedulers]
         t0 = time.perf_counter()
         results = await asyncio.gather(*(one(i) for i in range(c)))
@@ -178,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-blocked-gemm", action="store_true", help="CPU: batched steps on the plain GEMM kernel")
     p.add_argument("--prefill-tokens", type=int, default=None, help="join budget (default: the engine's)")
     p.add_argument("--no-prefix-cache", action="store_true", help="prefill every prompt whole")
+    p.add_argument("--cold", action="store_true",
+                   help="each level starts with the voice's prefix uncached (a new voice's first burst)")
     a = p.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # qwen_tts prints banners when the model loads: keep stdout JSON
         out = asyncio.run(run(a))

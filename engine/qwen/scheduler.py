@@ -11,7 +11,8 @@ their turn between iterations), and each iteration is:
      prompt positions (the first always joins; `prefill_rows` caps the count): cheap prompts join
      together, a burst of costly ones is spread over iterations oldest first, so the first of them
      hears audio after its own share, not everyone's, and running rows stall for one bounded
-     prefill at a time;
+     prefill at a time; rows of a voice whose prefix this join computes for the first time wait for
+     the next iteration, to join from it (`_shares_most`);
   4. one frame for every row (`FrameBatch.sample_and_predict`), each row's codes handed to its own
      stateful codec decoder when its chunk is due (first after `first_chunk_frames`, then chunks
      doubling up to `chunk_frames`, so a client playing from its first chunk never waits while
@@ -49,7 +50,7 @@ from ..lru import LRU
 from ..worker import StepWorker, queue_items
 from .codec_stream import StreamingCodecDecoder, decode_together
 from .frame_batch import FrameBatch, Join
-from .streaming import row_settings
+from .streaming import PreparedInput, row_settings
 
 log = logging.getLogger(__name__)
 
@@ -351,27 +352,41 @@ class FrameScheduler:
         free = min(self.max_batch - len(self.running), self.prefill_rows)
         # Off the queue, not yet running: if the loop breaks before they run, _drive_on_worker tells them.
         rows, joins, widest = self._joining, [], 0
-        while len(rows) < free:
-            with self._lock:
-                if not self._waiting:
+        storing: set[bytes] = set()  # voice prefixes this join will cache
+        later: list[tuple[int, int, _Row]] = []  # rows that join from one of them next iteration
+        try:
+            while len(rows) < free:
+                with self._lock:
+                    if not self._waiting:
+                        break
+                    priority, seq, item = heapq.heappop(self._waiting)
+                row = item if isinstance(item, _Row) else self._first_row(item)
+                rows.append(row)
+                try:
+                    join = self._join_of(row, len(self.running) + len(joins))
+                except Exception as e:  # noqa: BLE001 - one bad request must not stop the batch
+                    rows.pop()
+                    self._fail(row, e)
+                    continue
+                prepared = row.prepared[0]
+                if join.prefix is None and prepared.prefix_key in storing and _shares_most(prepared):
+                    rows.pop()
+                    later.append((priority, seq, row))
+                    continue
+                # The forward computes every row as wide as the widest: that is what the budget counts.
+                widest = max(widest, join.new_tokens)
+                if joins and (len(joins) + 1) * widest > self.prefill_tokens:
+                    rows.pop()
+                    later.append((priority, seq, row))  # next iteration, in its place, prepared once
                     break
-                priority, seq, item = heapq.heappop(self._waiting)
-            row = item if isinstance(item, _Row) else self._first_row(item)
-            rows.append(row)
-            try:
-                join = self._join_of(row, len(self.running) + len(joins))
-            except Exception as e:  # noqa: BLE001 - one bad request must not stop the batch
-                rows.pop()
-                self._fail(row, e)
-                continue
-            # The forward computes every row as wide as the widest: that is what the budget counts.
-            widest = max(widest, join.new_tokens)
-            if joins and (len(joins) + 1) * widest > self.prefill_tokens:
-                rows.pop()
-                with self._lock:  # next iteration, in its place, prepared once
-                    heapq.heappush(self._waiting, (priority, seq, row))
-                break
-            joins.append(join)
+                joins.append(join)
+                if join.prefix is None and prepared.prefix_len and self.prefixes.size:
+                    storing.add(prepared.prefix_key)
+        finally:
+            if later:
+                with self._lock:
+                    for entry in later:
+                        heapq.heappush(self._waiting, entry)
         if joins:
             self._prefill(rows, joins)
         rows.clear()
@@ -480,3 +495,12 @@ class FrameScheduler:
 
 
 __all__ = ["FrameScheduler", "ROW_BUCKETS", "SchedulerStats", "SentenceDone", "StreamJob"]
+
+
+def _shares_most(prepared: PreparedInput) -> bool:
+    """Whether most of the prompt is its voice's prefix. Then a row whose voice's prefix another row of
+    this join is computing waits one iteration and prefills only its tail from the cache: four requests
+    of a new voice arriving together cost one prompt's prefill and three tails, not four prompts, and
+    the first is heard after its own prefill alone. When the text is most of the prompt, waiting would
+    save less than the frame step it costs, so such rows join whole, together."""
+    return 2 * prepared.prefix_len >= prepared.prefill.shape[1]

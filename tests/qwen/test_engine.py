@@ -446,6 +446,23 @@ async def test_joins_take_the_prefill_budget_oldest_first(make_engine, tiny_base
     assert stats.prefix_stored == 1 and stats.prefix_hits == 7
 
 
+async def test_a_burst_of_a_new_voice_prefills_its_prefix_once(make_engine, tiny_base_dir, monkeypatch) -> None:
+    """Four requests of a voice not yet spoken, with budget enough for all four whole prompts: the first
+    joins alone and leaves the voice's prefix, the three others wait one iteration and join from it
+    together, a position or two each. With no prefix cache all four are prefilled whole, together."""
+    caps = SamplingParams(max_new_tokens=6, min_new_tokens=6)
+    firsts, stats = {}, {}
+    for cache in (16, 0):
+        engine = await make_engine(base=str(tiny_base_dir), first_chunk_frames=1, prefix_cache=cache)
+        requests = [_request(engine, "default", f"Request number {i}.", seed=i, sampling=caps) for i in range(4)]
+        firsts[cache] = sorted(await _first_audio_after_prefills(engine, "base", requests, monkeypatch))
+        stats[cache] = engine.pools["base"].schedulers[0].stats
+        monkeypatch.undo()
+    assert firsts == {16: [1, 2, 2, 2], 0: [1, 1, 1, 1]}
+    assert (stats[16].prefix_stored, stats[16].prefix_hits) == (1, 3)
+    assert stats[16].prefill_tokens < stats[0].prefill_tokens / 2  # one prompt and three tails, not four prompts
+
+
 async def test_a_prefill_budget_of_one_joins_one_prompt_per_iteration(make_engine, tiny_custom_voice_dir,
                                                                       monkeypatch) -> None:
     engine = await make_engine(custom_voice=str(tiny_custom_voice_dir), first_chunk_frames=1, prefill_tokens=1)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from engine.qwen.frame_batch import FrameBatch, Join
+from engine.qwen.scheduler import _shares_most
 from engine.qwen.streaming import GenerationParams, make_generator, prepare_inputs, row_settings
 
 SAMPLED = dict(do_sample=True, subtalker_dosample=True, top_k=20, top_p=0.9, temperature=0.8, subtalker_top_k=30,
@@ -207,6 +208,8 @@ def clones(tiny_base_model, reference_audio) -> dict:
         "icl_long": tts.create_voice_clone_prompt(
             reference_audio, ref_text="A transcript that runs on for longer than the codes of this two second clip."),
         "xvec": tts.create_voice_clone_prompt(reference_audio, x_vector_only_mode=True),
+        # A transcript far shorter than the codes: most of the prompt holds the target text.
+        "icl_short": tts.create_voice_clone_prompt(reference_audio, ref_text="Hi."),
     }
 
 
@@ -247,6 +250,10 @@ def test_the_voice_prefix_is_what_does_not_depend_on_the_text(tiny_base_model, c
     assert xvec.prefix_len == xvec.prefill.shape[1] - 1  # only the first text token comes after the codec tags
     keys = {p.prefix_key for p in (one, long, xvec, prepared("Good morning.", language="german"))}
     assert len(keys) == 4  # voice, transcript, mode and language each make another prefix
+    # The join policy waits for a voice's prefix only where it is most of the prompt.
+    short = prepared("Good morning to you.", "icl_short")
+    assert 2 * short.prefix_len < short.prefill.shape[1] and not _shares_most(short)
+    assert _shares_most(one) and _shares_most(long) and _shares_most(xvec)
 
 
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
