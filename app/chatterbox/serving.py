@@ -23,7 +23,6 @@ from typing import Any
 import msgspec
 from litestar import Request
 from litestar.datastructures import UploadFile
-from litestar.exceptions import ClientException
 
 from app.audio.encoding import output_rate
 from app.chatterbox.protocol import (
@@ -36,6 +35,7 @@ from app.chatterbox.protocol import (
     VoiceOptions,
     _SpeechFields,
 )
+from app.ops.forms import audio_form
 from app.speech.protocol import ENGINE_MODELS
 from app.speech.serving import model_engine
 from app.voices.protocol import MAX_AUDIO_BYTES, CreateVoiceRequest
@@ -181,28 +181,15 @@ async def upload_voice(request: Request, service: SpeechService, request_id: str
     """
     if request.content_type[0] != "multipart/form-data":
         raise InvalidRequest("send multipart/form-data with the audio as the 'file' part", param="file")
-    try:
-        form = await request.form()
-    except ClientException as e:
-        if e.status_code == 413:
-            raise PayloadTooLarge("the upload is larger than 10 MiB", param="file") from None
-        raise InvalidRequest(f"malformed form data: {e.detail}", param="file") from None
-    except UnicodeDecodeError:
-        raise InvalidRequest("a form field is not UTF-8 text: send the audio as the 'file' part", param="file") \
-            from None
     fields: dict[str, str] = {}
     audio: bytes | None = None
     filename = ""
-    try:
+    async with audio_form(request, "file", "the upload is larger than 10 MiB") as form:
         for key, value in form.multi_items():
             if key == "file" and isinstance(value, UploadFile):
                 audio, filename = await value.read(MAX_AUDIO_BYTES + 1), value.filename or ""
             elif key in ("name", "ref_text", "language", "consent") and isinstance(value, str) and value.strip():
                 fields[key] = value.strip()
-    finally:
-        for _, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                await value.close()
     if audio is None:
         raise InvalidRequest("the audio file is missing: send it as the multipart part 'file' "
                              "(curl: -F file=@my_voice.wav)", param="file")

@@ -17,9 +17,9 @@ import msgspec
 import numpy as np
 from litestar import Request
 from litestar.datastructures import UploadFile
-from litestar.exceptions import ClientException
 
 from app.ops.errors import error_body, invalid_field, speech_error_body
+from app.ops.forms import audio_form
 from app.transcription.formats import TEXT_FORMATS
 from app.transcription.protocol import (
     DIARIZE_MODEL,
@@ -65,18 +65,11 @@ async def read_form(request: Request) -> tuple[TranscriptionForm, bytes]:
     if request.content_type[0] != "multipart/form-data":
         raise InvalidRequest("send multipart/form-data with the audio as the `file` part (curl: -F file=@audio.mp3 "
                              "-F model=whisper-1)", param="file")
-    try:
-        form = await request.form()
-    except ClientException as e:
-        if e.status_code == 413:
-            raise PayloadTooLarge(f"the request is larger than {MAX_BODY // 1024} KiB; the file may be at most "
-                                  f"{MAX_AUDIO_BYTES // (1024 * 1024)} MiB", param="file") from None
-        raise InvalidRequest(f"malformed form data: {e.detail}") from None
-    except UnicodeDecodeError:
-        raise InvalidRequest("a form field is not UTF-8 text: send the audio as the `file` part") from None
     fields: dict[str, object] = {}
     audio: bytes | None = None
-    try:
+    too_large = (f"the request is larger than {MAX_BODY // 1024} KiB; the file may be at most "
+                 f"{MAX_AUDIO_BYTES // (1024 * 1024)} MiB")
+    async with audio_form(request, "file", too_large) as form:
         for raw_key, values in form.dict().items():
             key = raw_key.removesuffix("[]")
             if key == "file":
@@ -93,11 +86,6 @@ async def read_form(request: Request) -> tuple[TranscriptionForm, bytes]:
                 fields[key] = str(values[0]).strip().lower() in ("true", "1", "on", "yes")
             else:
                 fields[key] = values[0]
-    finally:
-        for values in form.dict().values():
-            for value in values:
-                if isinstance(value, UploadFile):
-                    await value.close()
     if audio is None:
         raise InvalidRequest("file (the audio to transcribe) is required", param="file")
     if len(audio) > MAX_AUDIO_BYTES:

@@ -40,9 +40,9 @@ import msgspec
 import numpy as np
 from litestar import Request
 from litestar.datastructures import UploadFile
-from litestar.exceptions import ClientException
 
 from app.ops.errors import invalid_field
+from app.ops.forms import audio_form
 from app.settings import NO_VOICE_MAKER
 from app.voices.protocol import MAX_AUDIO_BYTES, CreateVoiceRequest, VoiceCard, VoiceDeleted
 from engine import limits, quota
@@ -186,18 +186,10 @@ async def read_upload_form(request: Request, file_field: str, example: str) -> t
     where the file belongs and a file larger than 10 MiB are refused naming the field. An empty text
     field (a blank form control) counts as not given, except `name`, whose own check says it is empty.
     """
-    try:
-        form = await request.form()
-    except ClientException as e:
-        if e.status_code == 413:
-            raise PayloadTooLarge(f"the request is larger than {MAX_CREATE_BODY // 1024} KiB; {file_field} may be "
-                                  "at most 10 MiB", param=file_field) from None
-        raise InvalidRequest(f"malformed form data: {e.detail}") from None
-    except UnicodeDecodeError:
-        raise InvalidRequest(f"a form field is not UTF-8 text: send {file_field} as a file part") from None
     fields: dict[str, str] = {}
     audio: bytes | None = None
-    try:
+    too_large = f"the request is larger than {MAX_CREATE_BODY // 1024} KiB; {file_field} may be at most 10 MiB"
+    async with audio_form(request, file_field, too_large) as form:
         for key, values in form.dict().items():
             if len(values) != 1:
                 raise InvalidRequest(f"form field {key!r} was given {len(values)} times", param=key)
@@ -211,11 +203,6 @@ async def read_upload_form(request: Request, file_field: str, example: str) -> t
                 audio = await value.read(MAX_AUDIO_BYTES + 1)
             elif isinstance(value, str):
                 fields[key] = value
-    finally:
-        for values in form.dict().values():
-            for value in values:
-                if isinstance(value, UploadFile):
-                    await value.close()
     if audio is not None and len(audio) > MAX_AUDIO_BYTES:
         raise PayloadTooLarge(f"{file_field} is larger than 10 MiB", param=file_field)
     return fields, audio
