@@ -297,8 +297,11 @@ def test_max_voices_holds_under_parallel_uploads_in_one_process_and_across_two(
         assert len(stored()) == 3 and hidden_entries(voices) == []
         for voice_id in stored():
             assert httpx.delete(first.v1 + f"/audio/voices/{voice_id}", timeout=30).status_code == 200
-        assert _parallel_uploads([first, second], [f"Two {i}" for i in range(10)]) == [200] * 3 + [403] * 7
-        assert len(stored()) == 3 and hidden_entries(voices) == []
+        statuses = _parallel_uploads([first, second], [f"Two {i}" for i in range(10)])
+        # What a failure needs to be understood: the answers, the folder, and what each process logged.
+        seen = (statuses, sorted(p.name for p in voices.iterdir()), first.log()[-3000:], second.log()[-3000:])
+        assert statuses == [200] * 3 + [403] * 7, seen
+        assert len(stored()) == 3 and hidden_entries(voices) == [], seen
         assert 'speech_gateway_limit_hits_total{limit="max_voices"}' in httpx.get(first.url + "/metrics").text
     finally:
         first.stop()
