@@ -11,8 +11,8 @@ their turn between iterations), and each iteration is:
      prompt positions (the first always joins; `prefill_rows` caps the count): cheap prompts join
      together, a burst of costly ones is spread over iterations oldest first, so the first of them
      hears audio after its own share, not everyone's, and running rows stall for one bounded
-     prefill at a time; rows of a voice whose prefix this join computes for the first time wait for
-     the next iteration, to join from it (`_shares_most`);
+     prefill at a time; rows of a voice whose prefix this join computes for the first time are held
+     back and join from it in a second, cheap prefill before the frame step (`_shares_most`);
   4. one frame for every row (`FrameBatch.sample_and_predict`), each row's codes handed to its own
      stateful codec decoder when its chunk is due (first after `first_chunk_frames`, then chunks
      doubling up to `chunk_frames`, so a client playing from its first chunk never waits while
@@ -236,7 +236,8 @@ class FrameScheduler:
         batch = self._ensure_batch()
         if self.running:
             batch.talker_step(len(self.running), self._runner("talker"))
-        self._admit()
+        if self._admit():  # rows wait for a voice prefix that join stored: they join from it now
+            self._admit()
         n = len(self.running)
         if n == 0:
             return
@@ -348,12 +349,15 @@ class FrameScheduler:
             self.running[slot] = self.running[moved]
         self.running.pop()
 
-    def _admit(self) -> None:
+    def _admit(self) -> bool:
+        """Prefill waiting rows into free slots (step 3 above); True when rows were held back for a voice
+        prefix this join computes, which a second call joins from before the frame step."""
         free = min(self.max_batch - len(self.running), self.prefill_rows)
         # Off the queue, not yet running: if the loop breaks before they run, _drive_on_worker tells them.
         rows, joins, widest = self._joining, [], 0
         storing: set[bytes] = set()  # voice prefixes this join will cache
-        later: list[tuple[int, int, _Row]] = []  # rows that join from one of them next iteration
+        later: list[tuple[int, int, _Row]] = []  # rows back to the queue, in their place, prepared once
+        for_prefix = False
         try:
             while len(rows) < free:
                 with self._lock:
@@ -372,12 +376,13 @@ class FrameScheduler:
                 if join.prefix is None and prepared.prefix_key in storing and _shares_most(prepared):
                     rows.pop()
                     later.append((priority, seq, row))
+                    for_prefix = True
                     continue
                 # The forward computes every row as wide as the widest: that is what the budget counts.
                 widest = max(widest, join.new_tokens)
                 if joins and (len(joins) + 1) * widest > self.prefill_tokens:
                     rows.pop()
-                    later.append((priority, seq, row))  # next iteration, in its place, prepared once
+                    later.append((priority, seq, row))
                     break
                 joins.append(join)
                 if join.prefix is None and prepared.prefix_len and self.prefixes.size:
@@ -390,6 +395,7 @@ class FrameScheduler:
         if joins:
             self._prefill(rows, joins)
         rows.clear()
+        return for_prefix and bool(joins)
 
     def _prefill(self, rows: list[_Row], joins: list[Join]) -> None:
         t0 = time.perf_counter()
@@ -499,8 +505,8 @@ __all__ = ["FrameScheduler", "ROW_BUCKETS", "SchedulerStats", "SentenceDone", "S
 
 def _shares_most(prepared: PreparedInput) -> bool:
     """Whether most of the prompt is its voice's prefix. Then a row whose voice's prefix another row of
-    this join is computing waits one iteration and prefills only its tail from the cache: four requests
-    of a new voice arriving together cost one prompt's prefill and three tails, not four prompts, and
-    the first is heard after its own prefill alone. When the text is most of the prompt, waiting would
-    save less than the frame step it costs, so such rows join whole, together."""
+    this join is computing is held back and, right after that prefill, prefills only its tail from the
+    cache: four requests of a new voice arriving together cost one prompt's prefill and three tails,
+    not four prompts. When the text is most of the prompt, a second forward would save little, so
+    such rows join whole, together."""
     return 2 * prepared.prefix_len >= prepared.prefill.shape[1]

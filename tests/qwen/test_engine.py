@@ -398,9 +398,10 @@ async def test_requests_of_a_voice_join_from_its_cached_prefix(make_engine, tiny
 
 
 async def _first_audio_after_prefills(engine: QwenEngine, kind: str, requests: list[SynthesisRequest],
-                                      monkeypatch) -> list[int]:
+                                      monkeypatch, clock=lambda stats: stats.prefills) -> list:
     """Submit `requests` at once (the model's thread held until all wait) and return, per request, how
-    many prefills had run when its first audio was handed out (read on the model's thread)."""
+    many prefills (or what else `clock` reads of the scheduler's stats) had run when its first audio was
+    handed out (read on the model's thread)."""
     import threading
 
     from engine.qwen.scheduler import StreamJob
@@ -413,7 +414,7 @@ async def _first_audio_after_prefills(engine: QwenEngine, kind: str, requests: l
 
     def recording(job: StreamJob, item: object) -> None:
         if isinstance(item, np.ndarray):
-            seen.setdefault(job.request_id, scheduler.stats.prefills)
+            seen.setdefault(job.request_id, clock(scheduler.stats))
         put(job, item)
 
     monkeypatch.setattr(StreamJob, "put", recording)
@@ -429,16 +430,18 @@ async def _first_audio_after_prefills(engine: QwenEngine, kind: str, requests: l
 
 async def test_joins_take_the_prefill_budget_oldest_first(make_engine, tiny_base_dir, monkeypatch) -> None:
     """Four clone requests together. Cold, a whole prompt is wider than the budget: the first joins alone
-    and is heard after its own prefill; it leaves its voice's prefix, after which only a position or two
-    of each prompt is new, so the three others join together. Warm, all four join in one prefill."""
+    and leaves its voice's prefix, after which only a position or two of each prompt is new, so the
+    three others join together in a second prefill before the first frame step. Warm, all four join in
+    one prefill."""
     engine = await make_engine(base=str(tiny_base_dir), first_chunk_frames=1, prefill_tokens=64)
     caps = SamplingParams(max_new_tokens=6, min_new_tokens=6)
 
     def requests() -> list[SynthesisRequest]:
         return [_request(engine, "default", f"Request number {i}.", seed=i, sampling=caps) for i in range(4)]
 
-    cold = await _first_audio_after_prefills(engine, "base", requests(), monkeypatch)
-    assert sorted(cold) == [1, 2, 2, 2]  # the first queued (their clone prompt resolves in any order)
+    cold = await _first_audio_after_prefills(engine, "base", requests(), monkeypatch,
+                                             lambda s: (s.prefills, s.decode_steps))
+    assert cold == [(2, 1)] * 4
     before = engine.pools["base"].schedulers[0].stats.prefills
     warm = await _first_audio_after_prefills(engine, "base", requests(), monkeypatch)
     assert warm == [before + 1] * 4
@@ -448,17 +451,19 @@ async def test_joins_take_the_prefill_budget_oldest_first(make_engine, tiny_base
 
 async def test_a_burst_of_a_new_voice_prefills_its_prefix_once(make_engine, tiny_base_dir, monkeypatch) -> None:
     """Four requests of a voice not yet spoken, with budget enough for all four whole prompts: the first
-    joins alone and leaves the voice's prefix, the three others wait one iteration and join from it
-    together, a position or two each. With no prefix cache all four are prefilled whole, together."""
+    joins alone and leaves the voice's prefix, the three others join from it right after, together, a
+    position or two each, and all four are heard after the same first frame step. With no prefix cache
+    all four are prefilled whole, together."""
     caps = SamplingParams(max_new_tokens=6, min_new_tokens=6)
     firsts, stats = {}, {}
     for cache in (16, 0):
         engine = await make_engine(base=str(tiny_base_dir), first_chunk_frames=1, prefix_cache=cache)
         requests = [_request(engine, "default", f"Request number {i}.", seed=i, sampling=caps) for i in range(4)]
-        firsts[cache] = sorted(await _first_audio_after_prefills(engine, "base", requests, monkeypatch))
+        firsts[cache] = await _first_audio_after_prefills(engine, "base", requests, monkeypatch,
+                                                          lambda s: (s.prefills, s.decode_steps))
         stats[cache] = engine.pools["base"].schedulers[0].stats
         monkeypatch.undo()
-    assert firsts == {16: [1, 2, 2, 2], 0: [1, 1, 1, 1]}
+    assert firsts == {16: [(2, 1)] * 4, 0: [(1, 1)] * 4}
     assert (stats[16].prefix_stored, stats[16].prefix_hits) == (1, 3)
     assert stats[16].prefill_tokens < stats[0].prefill_tokens / 2  # one prompt and three tails, not four prompts
 
