@@ -95,8 +95,8 @@ async def run(a: argparse.Namespace) -> dict:
         schedulers = [s for p in engine.pools.values() for s in p.schedulers]
         if a.cold:  # forget the voice's prefix: this level is its first burst
             for pool in engine.pools.values():
-                for i, scheduler in enumerate(pool.schedulers):
-                    await pool.workers[i].call(scheduler.prefixes.clear)
+                for worker, scheduler in zip(pool.workers, pool.schedulers, strict=True):
+                    await worker.call(scheduler.prefixes.clear)
         before = [dict(vars(s.stats)) for s in schedulers]
         t0 = time.perf_counter()
         results = await asyncio.gather(*(one(i) for i in range(c)))

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Request
-from litestar.datastructures import UploadFile
-from litestar.datastructures.multi_dicts import FormMultiDict
+from litestar.datastructures import FormMultiDict, UploadFile
 from litestar.exceptions import ClientException
 
 from engine.errors import InvalidRequest, PayloadTooLarge

@@ -385,7 +385,7 @@ class FrameScheduler:
                     later.append((priority, seq, row))
                     break
                 joins.append(join)
-                if join.prefix is None and prepared.prefix_len and self.prefixes.size:
+                if self._stores_prefix(join, prepared):
                     storing.add(prepared.prefix_key)
         finally:
             if later:
@@ -395,7 +395,7 @@ class FrameScheduler:
         if joins:
             self._prefill(rows, joins)
         rows.clear()
-        return for_prefix and bool(joins)
+        return for_prefix  # held back for a prefix that a row of `joins` stores: joins is not empty
 
     def _prefill(self, rows: list[_Row], joins: list[Join]) -> None:
         t0 = time.perf_counter()
@@ -415,13 +415,17 @@ class FrameScheduler:
             if join.prefix is not None:
                 stats.prefix_hits += 1
                 stats.prefix_tokens_saved += join.prefix.length
-            elif prepared.prefix_len and self.prefixes.size:
+            elif self._stores_prefix(join, prepared):
                 self.prefixes.put(prepared.prefix_key, self.batch.prefix(join.slot, prepared.prefix_len))
                 stats.prefix_stored += 1
             self.running.append(row)
             row.max_frames, row.frames, row.pending, row.due = settings.max_frames, 0, [], self.first_chunk_frames
             row.decoder = StreamingCodecDecoder(self.loaded)
             row.ref = prepared.ref_code
+
+    def _stores_prefix(self, join: Join, prepared: PreparedInput) -> bool:
+        """Whether this join leaves the row's voice prefix in the cache: it has one, not taken from the cache."""
+        return join.prefix is None and bool(prepared.prefix_len) and bool(self.prefixes.size)
 
     def _join_of(self, row: _Row, slot: int) -> Join:
         """The row's next sentence as a `Join` into `slot`, from its voice's cached prefix when there is one."""
@@ -500,9 +504,6 @@ class FrameScheduler:
             heapq.heappush(self._waiting, (int(row.job.priority), row.job.seq, row))
 
 
-__all__ = ["FrameScheduler", "ROW_BUCKETS", "SchedulerStats", "SentenceDone", "StreamJob"]
-
-
 def _shares_most(prepared: PreparedInput) -> bool:
     """Whether most of the prompt is its voice's prefix. Then a row whose voice's prefix another row of
     this join is computing is held back and, right after that prefill, prefills only its tail from the
@@ -510,3 +511,6 @@ def _shares_most(prepared: PreparedInput) -> bool:
     not four prompts. When the text is most of the prompt, a second forward would save little, so
     such rows join whole, together."""
     return 2 * prepared.prefix_len >= prepared.prefill.shape[1]
+
+
+__all__ = ["FrameScheduler", "ROW_BUCKETS", "SchedulerStats", "SentenceDone", "StreamJob"]
