@@ -418,10 +418,26 @@ async def _first_audio_after_prefills(engine: QwenEngine, kind: str, requests: l
         put(job, item)
 
     monkeypatch.setattr(StreamJob, "put", recording)
+    in_prompt = 0  # requests waiting for their clone prompt, which the held thread cannot compute yet
+    get_prompt = engine.prompts.get
+
+    async def counted(*args, **kwargs):
+        nonlocal in_prompt
+        in_prompt += 1
+        try:
+            return await get_prompt(*args, **kwargs)
+        finally:
+            in_prompt -= 1
+
+    monkeypatch.setattr(engine.prompts, "get", counted)
     hold = threading.Event()
     held = pool.workers[0].call(hold.wait)
     tasks = [asyncio.ensure_future(_collect(engine, r)) for r in requests]
-    await asyncio.sleep(0.1)
+    for _ in range(3000):  # let the thread go only once every request is queued or waits for the thread
+        if scheduler.waiting + in_prompt == len(requests):
+            break
+        await asyncio.sleep(0.01)
+    assert scheduler.waiting + in_prompt == len(requests)
     hold.set()
     await held
     await asyncio.gather(*tasks)
