@@ -301,12 +301,13 @@ async def held_place(folder: Path, limit: int | None, count: Callable[[Path], in
     try:
         yield
     finally:
-        quota.release(marker)
+        # Off the loop: giving back waits for the folder's lock while another upload counts.
+        await asyncio.shield(asyncio.to_thread(quota.release, marker))
 
 
 def _give_back(reserving: asyncio.Future[Path | None]) -> None:
     if not reserving.cancelled() and reserving.exception() is None and (marker := reserving.result()) is not None:
-        quota.release(marker)
+        asyncio.get_running_loop().run_in_executor(None, quota.release, marker)
 
 
 async def _known_consent(voices_dir: Path, consent_id: str | None, *, required: bool) -> str | None:

@@ -59,3 +59,30 @@ def test_a_dead_processes_places_come_back(tmp_path: Path) -> None:
     for place in ours:
         release(place)
     assert {p.name for p in clean_stale_entries(tmp_path)} == places  # and the next start removes them
+
+
+
+def test_an_upload_finishing_while_a_place_is_counted_is_counted(tmp_path: Path) -> None:
+    """The count scans the entries, then the places. An upload that writes its entry and gives its place back
+    in between would be in neither scan: giving back waits for the count, so one of the two still sees it."""
+    import threading
+
+    (tmp_path / "voice-a").mkdir()
+    place = reserve(tmp_path, 2, count_voices)
+    assert place is not None
+    uploads: list[threading.Thread] = []
+
+    def finish() -> None:  # the upload holding `place` writes its voice and gives the place back
+        (tmp_path / "voice-b").mkdir()
+        release(place)
+
+    def count_then_finish(folder: Path) -> int:
+        seen = count_voices(folder)  # voice-a only
+        uploads.append(threading.Thread(target=finish))
+        uploads[0].start()
+        uploads[0].join(1.0)  # a release that did not wait for the lock is done by now
+        return seen
+
+    assert reserve(tmp_path, 2, count_then_finish) is None  # voice-a and the upload's place (or its voice)
+    uploads[0].join()
+    assert count_voices(tmp_path) == 2 and reserve(tmp_path, 2, count_voices) is None
